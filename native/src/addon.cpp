@@ -1,0 +1,35 @@
+// Pensieve's native addon: llama.cpp models and contexts for the engine thread.
+#include <napi.h>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include "context.h"
+#include "model.h"
+
+// llama.cpp logs at info level by default; keep warnings and errors unless PENSIEVE_LLAMA_LOG=debug.
+static void logCallback(ggml_log_level level, const char* text, void*) {
+  static const bool verbose = [] {
+    const char* v = std::getenv("PENSIEVE_LLAMA_LOG");
+    return v && std::strcmp(v, "debug") == 0;
+  }();
+  if (verbose || level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
+}
+
+static Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), llama_print_system_info());
+}
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  static std::once_flag initialized;  // once per process, whichever thread loads the addon first
+  std::call_once(initialized, [] {
+    llama_log_set(logCallback, nullptr);
+    llama_backend_init();
+  });
+  exports.Set("Model", Model::Define(env));
+  exports.Set("Context", Context::Define(env));
+  exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
+  return exports;
+}
+
+NODE_API_MODULE(pensieve, Init)

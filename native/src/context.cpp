@@ -1,0 +1,158 @@
+#include "context.h"
+
+#include <string>
+#include "model.h"
+
+Napi::Function Context::Define(Napi::Env env) {
+  return DefineClass(env, "Context", {
+    InstanceMethod<&Context::Configure>("configureSampler"),
+    InstanceMethod<&Context::Decode>("decode"),
+    InstanceMethod<&Context::SeqRemove>("seqRemove"),
+    InstanceMethod<&Context::SeqCopy>("seqCopy"),
+    InstanceMethod<&Context::SeqPosMax>("seqPosMax"),
+    InstanceMethod<&Context::Info>("info"),
+    InstanceMethod<&Context::Free>("free"),
+  });
+}
+
+static uint32_t optU32(const Napi::Object& o, const char* key, uint32_t fallback) {
+  return o.Has(key) && o.Get(key).IsNumber() ? o.Get(key).ToNumber().Uint32Value() : fallback;
+}
+
+// new Context(model, { contextSize, batchSize, ubatchSize, sequences, threads, threadsBatch })
+Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
+  Napi::Env env = info.Env();
+  Model* model = Model::Unwrap(info[0].As<Napi::Object>());
+  if (!model->get()) NAPI_THROW_VOID(Napi::Error::New(env, "model is freed"));
+  modelRef_ = Napi::Persistent(info[0].As<Napi::Object>());
+  Napi::Object opts = info[1].As<Napi::Object>();
+
+  llama_context_params params = llama_context_default_params();
+  params.n_ctx = optU32(opts, "contextSize", 4096);
+  params.n_batch = optU32(opts, "batchSize", 512);
+  params.n_ubatch = optU32(opts, "ubatchSize", params.n_batch);
+  params.n_seq_max = optU32(opts, "sequences", 1);
+  params.n_threads = (int32_t)optU32(opts, "threads", 4);
+  params.n_threads_batch = (int32_t)optU32(opts, "threadsBatch", params.n_threads);
+  // One KV buffer shared by all sequences: cells can then hold a prefix common to several sequences.
+  params.kv_unified = true;
+  params.no_perf = true;
+  ctx_ = llama_init_from_model(model->get(), params);
+  if (!ctx_) NAPI_THROW_VOID(Napi::Error::New(env, "failed to create the llama.cpp context"));
+
+  batchCapacity_ = (int32_t)params.n_batch;
+  batch_ = llama_batch_init(batchCapacity_, 0, 1);
+  nVocab_ = llama_vocab_n_tokens(model->vocab());
+  samplers_.resize(params.n_seq_max);
+  for (auto& s : samplers_) s = std::make_unique<SlotSampler>();
+}
+
+Context::~Context() { release(); }
+
+void Context::release() {
+  if (!ctx_) return;
+  llama_batch_free(batch_);
+  llama_free(ctx_);
+  ctx_ = nullptr;
+  samplers_.clear();
+  modelRef_.Reset();
+}
+
+// configureSampler(seq, { temperature, topP, topK, seed })
+Napi::Value Context::Configure(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t seq = info[0].ToNumber().Uint32Value();
+  if (!ctx_ || seq >= samplers_.size()) NAPI_THROW(Napi::RangeError::New(env, "bad sequence id"), env.Undefined());
+  Napi::Object o = info[1].As<Napi::Object>();
+  SamplingParams p;
+  if (o.Has("temperature")) p.temperature = o.Get("temperature").ToNumber().FloatValue();
+  if (o.Has("topP")) p.topP = o.Get("topP").ToNumber().FloatValue();
+  if (o.Has("topK")) p.topK = o.Get("topK").ToNumber().Int32Value();
+  if (o.Has("seed")) p.seed = o.Get("seed").ToNumber().Uint32Value();
+  samplers_[seq]->configure(p);
+  return env.Undefined();
+}
+
+// decode(tokens, positions, seqIds, nTokens, sampleAt, nSample, sampled): number
+// Runs one llama_decode over the first nTokens entries, then samples one token for each of the first
+// nSample batch indices in sampleAt (with the sampler of that entry's sequence) into sampled.
+// Returns llama_decode's status (0 on success). Typed arrays are the caller's, reused every step.
+Napi::Value Context::Decode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
+  auto tokens = info[0].As<Napi::Int32Array>();
+  auto positions = info[1].As<Napi::Int32Array>();
+  auto seqIds = info[2].As<Napi::Int32Array>();
+  const int32_t nTokens = info[3].ToNumber().Int32Value();
+  auto sampleAt = info[4].As<Napi::Int32Array>();
+  const int32_t nSample = info[5].ToNumber().Int32Value();
+  auto sampled = info[6].As<Napi::Int32Array>();
+  if (nTokens <= 0 || nTokens > batchCapacity_ || (size_t)nTokens > tokens.ElementLength() ||
+      (size_t)nTokens > positions.ElementLength() || (size_t)nTokens > seqIds.ElementLength() || nSample < 0 ||
+      (size_t)nSample > sampleAt.ElementLength() || (size_t)nSample > sampled.ElementLength()) {
+    NAPI_THROW(Napi::RangeError::New(env, "decode: bad batch sizes"), env.Undefined());
+  }
+  batch_.n_tokens = nTokens;
+  for (int32_t i = 0; i < nTokens; i++) {
+    const int32_t seq = seqIds[i];
+    if (seq < 0 || (size_t)seq >= samplers_.size()) NAPI_THROW(Napi::RangeError::New(env, "decode: bad sequence id"), env.Undefined());
+    batch_.token[i] = tokens[i];
+    batch_.pos[i] = positions[i];
+    batch_.n_seq_id[i] = 1;
+    batch_.seq_id[i][0] = seq;
+    batch_.logits[i] = 0;
+  }
+  for (int32_t j = 0; j < nSample; j++) {
+    const int32_t at = sampleAt[j];
+    if (at < 0 || at >= nTokens) NAPI_THROW(Napi::RangeError::New(env, "decode: bad sample index"), env.Undefined());
+    batch_.logits[at] = 1;
+  }
+  const int32_t status = llama_decode(ctx_, batch_);
+  if (status != 0) return Napi::Number::New(env, status);
+  for (int32_t j = 0; j < nSample; j++) {
+    const float* logits = llama_get_logits_ith(ctx_, sampleAt[j]);
+    sampled[j] = samplers_[batch_.seq_id[sampleAt[j]][0]]->sample(logits, nVocab_);
+  }
+  return Napi::Number::New(env, 0);
+}
+
+// seqRemove(seq, p0, p1): boolean. Removes positions [p0, p1) of seq (-1: open end; seq -1: all).
+Napi::Value Context::SeqRemove(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
+  const bool ok = llama_memory_seq_rm(llama_get_memory(ctx_), info[0].ToNumber().Int32Value(),
+                                      info[1].ToNumber().Int32Value(), info[2].ToNumber().Int32Value());
+  return Napi::Boolean::New(env, ok);
+}
+
+// seqCopy(src, dst, p0, p1): shares the cells of src's positions [p0, p1) with dst (no copy of data).
+Napi::Value Context::SeqCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
+  llama_memory_seq_cp(llama_get_memory(ctx_), info[0].ToNumber().Int32Value(), info[1].ToNumber().Int32Value(),
+                      info[2].ToNumber().Int32Value(), info[3].ToNumber().Int32Value());
+  return env.Undefined();
+}
+
+// seqPosMax(seq): the largest position held for seq, -1 when empty.
+Napi::Value Context::SeqPosMax(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
+  return Napi::Number::New(env, llama_memory_seq_pos_max(llama_get_memory(ctx_), info[0].ToNumber().Int32Value()));
+}
+
+Napi::Value Context::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("contextSize", llama_n_ctx(ctx_));
+  o.Set("batchSize", llama_n_batch(ctx_));
+  o.Set("ubatchSize", llama_n_ubatch(ctx_));
+  o.Set("sequences", llama_n_seq_max(ctx_));
+  return o;
+}
+
+Napi::Value Context::Free(const Napi::CallbackInfo& info) {
+  release();
+  return info.Env().Undefined();
+}

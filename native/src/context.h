@@ -1,0 +1,33 @@
+// The inference context: KV cache with one sequence per slot, batched decoding and per-slot sampling.
+// Used from exactly one thread (the engine thread).
+#pragma once
+#include <napi.h>
+#include <memory>
+#include <vector>
+#include "llama.h"
+#include "sampler.h"
+
+class Context : public Napi::ObjectWrap<Context> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit Context(const Napi::CallbackInfo& info);
+  ~Context() override;
+
+ private:
+  Napi::Value Configure(const Napi::CallbackInfo& info);
+  Napi::Value Decode(const Napi::CallbackInfo& info);
+  Napi::Value SeqRemove(const Napi::CallbackInfo& info);
+  Napi::Value SeqCopy(const Napi::CallbackInfo& info);
+  Napi::Value SeqPosMax(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Free(const Napi::CallbackInfo& info);
+
+  void release();
+
+  Napi::ObjectReference modelRef_;  // keeps the model alive as long as this context
+  llama_context* ctx_ = nullptr;
+  llama_batch batch_{};
+  int32_t batchCapacity_ = 0;
+  int32_t nVocab_ = 0;
+  std::vector<std::unique_ptr<SlotSampler>> samplers_;  // one per sequence id
+};

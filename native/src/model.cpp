@@ -1,0 +1,155 @@
+#include "model.h"
+
+#include <string>
+#include <vector>
+
+Napi::Function Model::Define(Napi::Env env) {
+  return DefineClass(env, "Model", {
+    InstanceMethod<&Model::Tokenize>("tokenize"),
+    InstanceMethod<&Model::Detokenize>("detokenize"),
+    InstanceMethod<&Model::TokenPieces>("tokenPieces"),
+    InstanceMethod<&Model::Info>("info"),
+    InstanceMethod<&Model::Meta>("meta"),
+    InstanceMethod<&Model::Free>("free"),
+  });
+}
+
+// new Model(path, { vocabOnly, gpuLayers })
+Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
+  Napi::Env env = info.Env();
+  const std::string path = info[0].As<Napi::String>();
+  Napi::Object opts = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+  llama_model_params params = llama_model_default_params();
+  params.vocab_only = opts.Has("vocabOnly") && opts.Get("vocabOnly").ToBoolean();
+  if (opts.Has("gpuLayers")) params.n_gpu_layers = opts.Get("gpuLayers").ToNumber().Int32Value();
+  model_ = llama_model_load_from_file(path.c_str(), params);
+  if (!model_) {
+    Napi::Error::New(env, "failed to load model from " + path).ThrowAsJavaScriptException();
+    return;
+  }
+  vocab_ = llama_model_get_vocab(model_);
+}
+
+Model::~Model() {
+  if (model_) llama_model_free(model_);
+}
+
+void Model::ensureLoaded(Napi::Env env) const {
+  if (!model_) NAPI_THROW_VOID(Napi::Error::New(env, "model is freed"));
+}
+
+// tokenize(text, addSpecial, parseSpecial): Int32Array
+Napi::Value Model::Tokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ensureLoaded(env);
+  if (env.IsExceptionPending()) return env.Undefined();
+  const std::string text = info[0].As<Napi::String>();
+  const bool addSpecial = info[1].ToBoolean();
+  const bool parseSpecial = info[2].ToBoolean();
+  int32_t n = -llama_tokenize(vocab_, text.data(), (int32_t)text.size(), nullptr, 0, addSpecial, parseSpecial);
+  auto out = Napi::Int32Array::New(env, n);
+  if (n > 0) llama_tokenize(vocab_, text.data(), (int32_t)text.size(), out.Data(), n, addSpecial, parseSpecial);
+  return out;
+}
+
+// detokenize(tokens: Int32Array, renderSpecial): string
+Napi::Value Model::Detokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ensureLoaded(env);
+  if (env.IsExceptionPending()) return env.Undefined();
+  auto tokens = info[0].As<Napi::Int32Array>();
+  const bool renderSpecial = info[1].ToBoolean();
+  std::string text(tokens.ElementLength() * 8 + 16, '\0');
+  int32_t n = llama_detokenize(vocab_, tokens.Data(), (int32_t)tokens.ElementLength(), text.data(),
+                               (int32_t)text.size(), false, renderSpecial);
+  if (n < 0) {
+    text.resize(-n);
+    n = llama_detokenize(vocab_, tokens.Data(), (int32_t)tokens.ElementLength(), text.data(), (int32_t)text.size(),
+                         false, renderSpecial);
+  }
+  text.resize(n);
+  return Napi::String::New(env, text);
+}
+
+// tokenPieces(): { bytes: Uint8Array, offsets: Uint32Array } with the output bytes of every token, so the
+// engine thread can turn sampled tokens into text without a call into the addon per token. Control tokens
+// (end of turn and the like) render as nothing, as they are not part of the text.
+Napi::Value Model::TokenPieces(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ensureLoaded(env);
+  if (env.IsExceptionPending()) return env.Undefined();
+  const int32_t nVocab = llama_vocab_n_tokens(vocab_);
+  std::vector<char> bytes;
+  auto offsets = Napi::Uint32Array::New(env, nVocab + 1);
+  char buf[256];
+  for (llama_token id = 0; id < nVocab; id++) {
+    offsets[id] = (uint32_t)bytes.size();
+    int32_t n = llama_token_to_piece(vocab_, id, buf, sizeof(buf), 0, false);
+    if (n < 0) {
+      std::vector<char> big(-n);
+      n = llama_token_to_piece(vocab_, id, big.data(), (int32_t)big.size(), 0, false);
+      bytes.insert(bytes.end(), big.begin(), big.begin() + n);
+    } else {
+      bytes.insert(bytes.end(), buf, buf + n);
+    }
+  }
+  offsets[nVocab] = (uint32_t)bytes.size();
+  auto out = Napi::Uint8Array::New(env, bytes.size());
+  std::copy(bytes.begin(), bytes.end(), out.Data());
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("bytes", out);
+  result.Set("offsets", offsets);
+  return result;
+}
+
+// info(): facts about the model that the engine and the API layer need.
+Napi::Value Model::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ensureLoaded(env);
+  if (env.IsExceptionPending()) return env.Undefined();
+  const int32_t nVocab = llama_vocab_n_tokens(vocab_);
+  std::vector<int32_t> eog;
+  for (llama_token id = 0; id < nVocab; id++) {
+    if (llama_vocab_is_eog(vocab_, id)) eog.push_back(id);
+  }
+  auto eogArr = Napi::Int32Array::New(env, eog.size());
+  std::copy(eog.begin(), eog.end(), eogArr.Data());
+  char desc[256];
+  llama_model_desc(model_, desc, sizeof(desc));
+  const char* tmpl = llama_model_chat_template(model_, nullptr);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("description", desc);
+  o.Set("vocabSize", nVocab);
+  o.Set("contextTrain", llama_model_n_ctx_train(model_));
+  o.Set("embeddingSize", llama_model_n_embd(model_));
+  o.Set("layers", llama_model_n_layer(model_));
+  o.Set("parameters", (double)llama_model_n_params(model_));
+  o.Set("sizeBytes", (double)llama_model_size(model_));
+  o.Set("bos", llama_vocab_bos(vocab_));
+  o.Set("eos", llama_vocab_eos(vocab_));
+  o.Set("addBos", llama_vocab_get_add_bos(vocab_));
+  o.Set("eogTokens", eogArr);
+  o.Set("chatTemplate", tmpl ? Napi::Value(Napi::String::New(env, tmpl)) : env.Null());
+  return o;
+}
+
+// meta(key): string | null, a GGUF metadata value as text.
+Napi::Value Model::Meta(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ensureLoaded(env);
+  if (env.IsExceptionPending()) return env.Undefined();
+  const std::string key = info[0].As<Napi::String>();
+  int32_t n = llama_model_meta_val_str(model_, key.c_str(), nullptr, 0);
+  if (n < 0) return env.Null();
+  std::string value(n + 1, '\0');
+  llama_model_meta_val_str(model_, key.c_str(), value.data(), value.size());
+  value.resize(n);
+  return Napi::String::New(env, value);
+}
+
+Napi::Value Model::Free(const Napi::CallbackInfo& info) {
+  if (model_) llama_model_free(model_);
+  model_ = nullptr;
+  vocab_ = nullptr;
+  return info.Env().Undefined();
+}

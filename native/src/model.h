@@ -1,0 +1,27 @@
+// A loaded GGUF model (or only its vocabulary), shared by the contexts made from it.
+#pragma once
+#include <napi.h>
+#include "llama.h"
+
+class Model : public Napi::ObjectWrap<Model> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit Model(const Napi::CallbackInfo& info);
+  ~Model() override;
+
+  llama_model* get() const { return model_; }
+  const llama_vocab* vocab() const { return vocab_; }
+
+ private:
+  Napi::Value Tokenize(const Napi::CallbackInfo& info);
+  Napi::Value Detokenize(const Napi::CallbackInfo& info);
+  Napi::Value TokenPieces(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Meta(const Napi::CallbackInfo& info);
+  Napi::Value Free(const Napi::CallbackInfo& info);
+
+  void ensureLoaded(Napi::Env env) const;
+
+  llama_model* model_ = nullptr;
+  const llama_vocab* vocab_ = nullptr;
+};

@@ -1,0 +1,323 @@
+// Configuration: built-in defaults (config/pensieve.toml) < user file < --config file < PENSIEVE_* env < flags.
+// Each layer is validated on its own against one JSON schema, so an error names both the key and the layer.
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { parse as parseToml, TomlError } from 'smol-toml';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** The TOML shape (snake_case), as validated by {@link configSchema}. */
+export interface RawConfig {
+  server: { host: string; port: number; api_keys: string[]; require_key_on_loopback: boolean; body_limit_mb: number };
+  model: { path: string; gpu_layers: number; aliases: Record<string, string> };
+  engine: {
+    slots: number;
+    context_per_slot: number;
+    step_token_budget: number;
+    batch_size: number;
+    ubatch_size: number;
+    threads: number;
+    queue_length: number;
+    ring_records: number;
+  };
+  cache: { folder: string; max_mb: number };
+  log: { level: LogLevel };
+}
+
+export interface PensieveConfig {
+  server: { host: string; port: number; apiKeys: string[]; requireKeyOnLoopback: boolean; bodyLimitMb: number };
+  /** `path` is '' when no model was configured; a leading `~` is expanded. */
+  model: { path: string; gpuLayers: number; aliases: Record<string, string> };
+  engine: {
+    slots: number;
+    contextPerSlot: number;
+    stepTokenBudget: number;
+    batchSize: number;
+    ubatchSize: number;
+    threads: number;
+    queueLength: number;
+    ringRecords: number;
+  };
+  /** `folder` is always an absolute path: '' in the TOML becomes the platform cache folder. */
+  cache: { folder: string; maxMb: number };
+  log: { level: LogLevel };
+}
+
+export type DeepPartial<T> = {
+  [K in keyof T]?: T[K] extends readonly unknown[] ? T[K] : T[K] extends object ? DeepPartial<T[K]> : T[K];
+};
+
+export interface LoadConfigOptions {
+  /** Explicit config file (--config); when given, the user file is not read. */
+  file?: string;
+  /** Environment for PENSIEVE_* variables and the platform folders; defaults to process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Values from command-line flags, in the TOML shape; undefined values are ignored. */
+  overrides?: DeepPartial<RawConfig> | Record<string, unknown>;
+  /** Defaults to process.platform; picks the user config and cache folders. */
+  platform?: NodeJS.Platform;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Prop = { type: 'string' | 'integer' | 'boolean' | 'array' | 'object'; [keyword: string]: unknown };
+const int = (minimum: number, maximum: number): Prop => ({ type: 'integer', minimum, maximum });
+const str = (minLength = 0): Prop => ({ type: 'string', minLength });
+
+const SECTIONS: Record<keyof RawConfig, Record<string, Prop>> = {
+  server: {
+    host: str(1),
+    port: int(0, 65535),
+    api_keys: { type: 'array', items: str(1) },
+    require_key_on_loopback: { type: 'boolean' },
+    body_limit_mb: int(1, 1024),
+  },
+  model: {
+    path: str(),
+    gpu_layers: int(-1, 4096),
+    aliases: { type: 'object', propertyNames: { pattern: '^([^*]+\\*?|\\*)$' }, additionalProperties: str(1) },
+  },
+  engine: {
+    slots: int(1, 256),
+    context_per_slot: int(256, 1048576),
+    step_token_budget: int(1, 65536),
+    batch_size: int(1, 65536),
+    ubatch_size: int(1, 65536),
+    threads: int(0, 1024),
+    queue_length: int(0, 65536),
+    ring_records: int(16, 65536),
+  },
+  cache: { folder: str(), max_mb: int(0, 1048576) },
+  log: { level: { type: 'string', enum: [...LOG_LEVELS] } },
+};
+
+const table = (properties: Record<string, object>, complete: boolean) => ({
+  type: 'object',
+  additionalProperties: false,
+  properties,
+  ...(complete && { required: Object.keys(properties) }),
+});
+const schemaOf = (complete: boolean) =>
+  table(Object.fromEntries(Object.entries(SECTIONS).map(([name, props]) => [name, table(props, complete)])), complete);
+
+/** JSON schema (draft-07) of one layer of the TOML shape: every key optional. */
+export const configSchema = schemaOf(false);
+
+let validators: { layer: ValidateFunction; complete: ValidateFunction } | undefined;
+function validatorsOf() {
+  if (validators) return validators;
+  const ajv = new Ajv();
+  return (validators = { layer: ajv.compile(configSchema), complete: ajv.compile(schemaOf(true)) });
+}
+
+type Table = Record<string, unknown>;
+const isTable = (v: unknown): v is Table => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+interface Layer {
+  data: Table;
+  /** Recorded in `sources` for each key the layer sets. */
+  source: string;
+  /** Starts error messages: `config /path/x.toml`, `env PENSIEVE_ENGINE_SLOTS`, `flag`. */
+  where: string;
+  /** For env layers: the one key the variable sets, left out of messages about it. */
+  ownKey?: string;
+}
+
+function fail(layer: Layer, key: string, text: string): never {
+  throw new ConfigError(`${layer.where}: ${key === layer.ownKey ? '' : `${key} `}${text}`);
+}
+
+function describe(layer: Layer, e: ErrorObject): never {
+  const parts = e.instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  const key = parts.join('.');
+  const sub = (name: unknown) => (key ? `${key}.${String(name)}` : String(name));
+  switch (e.keyword) {
+    case 'additionalProperties':
+      throw new ConfigError(`${layer.where}: unknown key ${sub(e.params.additionalProperty)}`);
+    case 'required':
+      throw new ConfigError(`${layer.where}: missing key ${sub(e.params.missingProperty)}`);
+    case 'type': {
+      const type = e.params.type === 'object' ? 'table' : String(e.params.type);
+      return fail(layer, key, `must be ${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`);
+    }
+    case 'enum':
+      return fail(layer, key, `must be one of ${(e.params.allowedValues as string[]).join(', ')}`);
+    case 'minLength':
+      return fail(layer, key, 'must not be empty');
+    default:
+      if (e.propertyName !== undefined)
+        return fail(layer, key, `pattern ${JSON.stringify(e.propertyName)} is invalid: '*' may only come last`);
+      return fail(layer, key, e.message ?? e.keyword);
+  }
+}
+
+function validate(layer: Layer, complete = false): Layer {
+  const check = validatorsOf()[complete ? 'complete' : 'layer'];
+  if (!check(layer.data)) describe(layer, check.errors![0]!);
+  return layer;
+}
+
+function readLayer(file: string, source: string): Layer {
+  const where = `config ${file}`;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${where}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  try {
+    return { data: parseToml(text), source, where };
+  } catch (err) {
+    if (!(err instanceof TomlError)) throw err;
+    const reason = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
+    throw new ConfigError(`${where}: TOML syntax error at line ${err.line}, column ${err.column}: ${reason}`);
+  }
+}
+
+let defaultsPath: string | undefined;
+/** config/pensieve.toml of the package: found by walking up from this module (src/ or dist/src/). */
+export function defaultConfigFile(): string {
+  if (defaultsPath) return defaultsPath;
+  const start = path.dirname(fileURLToPath(import.meta.url));
+  for (let dir = start; ; dir = path.dirname(dir)) {
+    const pkg = path.join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'pensieve')
+      return (defaultsPath = path.join(dir, 'config', 'pensieve.toml'));
+    if (path.dirname(dir) === dir) throw new ConfigError(`config: no pensieve package.json above ${start}`);
+  }
+}
+
+const home = (env: NodeJS.ProcessEnv) => env.HOME || env.USERPROFILE || os.homedir();
+
+/** The per-user config file, which is read when it exists and no explicit file is given. */
+export function userConfigFile(env: NodeJS.ProcessEnv = process.env, platform = process.platform): string {
+  if (platform === 'win32')
+    return path.win32.join(env.APPDATA || path.win32.join(home(env), 'AppData', 'Roaming'), 'pensieve', 'pensieve.toml');
+  if (platform === 'darwin') return path.join(home(env), 'Library', 'Application Support', 'pensieve', 'pensieve.toml');
+  return path.join(env.XDG_CONFIG_HOME || path.join(home(env), '.config'), 'pensieve', 'pensieve.toml');
+}
+
+/** Where the prompt cache goes when cache.folder is ''. */
+export function defaultCacheFolder(env: NodeJS.ProcessEnv = process.env, platform = process.platform): string {
+  if (platform === 'win32')
+    return path.win32.join(env.LOCALAPPDATA || path.win32.join(home(env), 'AppData', 'Local'), 'pensieve', 'Cache');
+  if (platform === 'darwin') return path.join(home(env), 'Library', 'Caches', 'pensieve');
+  return path.join(env.XDG_CACHE_HOME || path.join(home(env), '.cache'), 'pensieve');
+}
+
+const BOOLEANS: Record<string, boolean> = { true: true, false: false, '1': true, '0': false, yes: true, no: false, on: true, off: false };
+
+function coerce(layer: Layer, type: Prop['type'], text: string): unknown {
+  const list = () => text.split(',').map((s) => s.trim()).filter(Boolean);
+  switch (type) {
+    case 'integer':
+      return /^[+-]?\d+$/.test(text.trim()) ? Number(text) : fail(layer, layer.ownKey!, 'must be an integer');
+    case 'boolean':
+      return BOOLEANS[text.trim().toLowerCase()] ?? fail(layer, layer.ownKey!, 'must be true or false');
+    case 'array':
+      return list();
+    case 'object':
+      return Object.fromEntries(
+        list().map((pair) => {
+          const eq = pair.indexOf('=');
+          if (eq < 0) fail(layer, layer.ownKey!, 'must be pattern=target pairs separated by commas');
+          return [pair.slice(0, eq).trim(), pair.slice(eq + 1).trim()];
+        }),
+      );
+    case 'string':
+      return text;
+  }
+}
+
+/** One layer per PENSIEVE_<SECTION>_<KEY> variable; an unknown key under a known section is an error. */
+function envLayers(env: NodeJS.ProcessEnv): Layer[] {
+  const layers: Layer[] = [];
+  const known = new Set<string>();
+  for (const [section, props] of Object.entries(SECTIONS))
+    for (const [key, prop] of Object.entries(props)) {
+      const name = `PENSIEVE_${section}_${key}`.toUpperCase();
+      known.add(name);
+      const text = env[name];
+      if (!text) continue;
+      const layer: Layer = { data: {}, source: `env ${name}`, where: `env ${name}`, ownKey: `${section}.${key}` };
+      layer.data[section] = { [key]: coerce(layer, prop.type, text) };
+      layers.push(validate(layer));
+    }
+  const sectionPrefix = new RegExp(`^PENSIEVE_(${Object.keys(SECTIONS).join('|').toUpperCase()})_`);
+  const stray = Object.keys(env).find((name) => sectionPrefix.test(name) && !known.has(name));
+  if (stray) throw new ConfigError(`env ${stray}: unknown key (not a PENSIEVE_<SECTION>_<KEY> setting)`);
+  return layers;
+}
+
+/** Merges `from` into `into`; records the source of each leaf (arrays are leaves, tables merge). */
+function merge(into: Table, from: Table, source: string, sources: Record<string, string>, prefix = ''): void {
+  for (const [k, v] of Object.entries(from)) {
+    if (v === undefined) continue;
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (isTable(v)) merge((into[k] = isTable(into[k]) ? into[k] : {}) as Table, v, source, sources, key);
+    else {
+      into[k] = Array.isArray(v) ? [...(v as unknown[])] : v;
+      sources[key] = source;
+    }
+  }
+}
+
+const expandHome = (p: string, env: NodeJS.ProcessEnv) => (/^~(?=$|[\\/])/.test(p) ? home(env) + p.slice(1) : p);
+
+export function loadConfig(opts: LoadConfigOptions = {}): { config: PensieveConfig; sources: Record<string, string> } {
+  const env = opts.env ?? process.env;
+  const platform = opts.platform ?? process.platform;
+  const defaults = defaultConfigFile();
+  const layers = [validate(readLayer(defaults, 'default'), true)];
+  const user = userConfigFile(env, platform);
+  const file = opts.file === undefined ? (existsSync(user) ? user : undefined) : path.resolve(opts.file);
+  if (file) layers.push(validate(readLayer(file, file)));
+  layers.push(...envLayers(env));
+  if (opts.overrides) layers.push(validate({ data: opts.overrides as Table, source: 'flag', where: 'flag' }));
+
+  const merged: Table = {};
+  const sources: Record<string, string> = {};
+  for (const layer of layers) merge(merged, layer.data, layer.source, sources);
+  const raw = merged as unknown as RawConfig;
+
+  const atMost = (small: keyof RawConfig['engine'], big: keyof RawConfig['engine']) => {
+    const [a, b] = [`engine.${small}`, `engine.${big}`];
+    if (raw.engine[small] > raw.engine[big])
+      throw new ConfigError(
+        `config: ${a} (${raw.engine[small]}, from ${sources[a]}) must be <= ${b} (${raw.engine[big]}, from ${sources[b]})`,
+      );
+  };
+  atMost('ubatch_size', 'batch_size');
+  atMost('step_token_budget', 'batch_size');
+
+  const { server: s, model: m, engine: e, cache: c } = raw;
+  const config: PensieveConfig = {
+    server: {
+      host: s.host,
+      port: s.port,
+      apiKeys: s.api_keys,
+      requireKeyOnLoopback: s.require_key_on_loopback,
+      bodyLimitMb: s.body_limit_mb,
+    },
+    model: { path: expandHome(m.path, env), gpuLayers: m.gpu_layers, aliases: m.aliases },
+    engine: {
+      slots: e.slots,
+      contextPerSlot: e.context_per_slot,
+      stepTokenBudget: e.step_token_budget,
+      batchSize: e.batch_size,
+      ubatchSize: e.ubatch_size,
+      threads: e.threads,
+      queueLength: e.queue_length,
+      ringRecords: e.ring_records,
+    },
+    cache: { folder: c.folder ? path.resolve(expandHome(c.folder, env)) : defaultCacheFolder(env, platform), maxMb: c.max_mb },
+    log: { level: raw.log.level },
+  };
+  return { config, sources };
+}

@@ -1,0 +1,173 @@
+// The engine as the rest of the server sees it: start it, tokenize, generate. Generation runs on the
+// engine thread (workers/engine-thread.ts); tokens come back through each request's ring.
+import { MessageChannel, Worker, type MessagePort, type WorkerOptions } from 'node:worker_threads';
+import { existsSync } from 'node:fs';
+import { loadAddon, type ModelInfo, type NativeModel } from '../native.js';
+import { createRing, RingReader, RingWriter } from './ring.js';
+import { readStatus, STATUS_WORDS, type EngineStatus } from './status.js';
+import type { EngineCommand, EngineSettings, FinalStats, GenerateParams } from './types.js';
+import type { EngineThreadData } from '../../workers/engine-thread.js';
+
+export type GenerationEvent = { type: 'text'; token: number; text: string } | ({ type: 'final' } & FinalStats);
+
+export class PromptTooLongError extends Error {
+  constructor(readonly promptTokens: number, readonly maxTokens: number) {
+    super(`prompt is too long: ${promptTokens} tokens > ${maxTokens} maximum`);
+    this.name = 'PromptTooLongError';
+  }
+}
+
+/**
+ * Starts the engine thread's entry: the compiled file, or, when this module runs from source through tsx
+ * (tests), the TypeScript file with tsx registered inside the new thread.
+ */
+function startEngineThread(options: WorkerOptions): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('../../workers/engine-thread.js', import.meta.url), options);
+  const entry = new URL('../../workers/engine-thread.ts', import.meta.url).href;
+  const bootstrap = `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); })`;
+  return new Worker(bootstrap, { ...options, eval: true });
+}
+
+export class Engine {
+  private nextId = 1;
+  /** Rings of generations not yet ended, to end them with an error if the engine thread dies. */
+  private readonly outstanding = new Map<number, SharedArrayBuffer>();
+  private readonly doorbell: Int32Array;
+  private readonly statusWords: Int32Array;
+  private closed = false;
+
+  private constructor(
+    readonly settings: EngineSettings,
+    /** Facts about the loaded model. */
+    readonly model: ModelInfo,
+    private readonly vocab: NativeModel,
+    private readonly worker: Worker,
+    private readonly commands: MessagePort,
+    doorbell: SharedArrayBuffer,
+    status: SharedArrayBuffer,
+  ) {
+    this.doorbell = new Int32Array(doorbell);
+    this.statusWords = new Int32Array(status);
+  }
+
+  /** Loads the model on a new engine thread; resolves once it is ready to generate. */
+  static async start(settings: EngineSettings): Promise<Engine> {
+    if (!existsSync(settings.modelPath)) throw new Error(`model file not found: ${settings.modelPath}`);
+    // The main thread keeps only the vocabulary, to tokenize without a round trip to the engine thread.
+    const vocab = new (loadAddon().Model)(settings.modelPath, { vocabOnly: true });
+    const channel = new MessageChannel();
+    const doorbell = new SharedArrayBuffer(4);
+    const status = new SharedArrayBuffer(STATUS_WORDS * 4);
+    const data: EngineThreadData = { settings, commands: channel.port2, doorbell, status };
+    const worker = startEngineThread({ workerData: data, transferList: [channel.port2] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        worker.once('message', () => resolve());
+        worker.once('error', reject);
+        worker.once('exit', (code) => reject(new Error(`engine thread exited during startup (code ${code})`)));
+      });
+    } catch (err) {
+      vocab.free();
+      throw err;
+    }
+    worker.removeAllListeners('exit');
+    worker.removeAllListeners('error');
+    const engine = new Engine(settings, vocab.info(), vocab, worker, channel.port1, doorbell, status);
+    worker.on('error', (err) => engine.onThreadDied(err));
+    worker.on('exit', (code) => engine.onThreadDied(new Error(`engine thread exited (code ${code})`)));
+    return engine;
+  }
+
+  /** Error handler of last resort: the engine thread is gone, so end every open generation here. */
+  private onThreadDied(err: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    console.error('pensieve: the engine thread stopped:', err);
+    for (const ring of this.outstanding.values()) {
+      // The writer is gone, so writing its final record from here cannot race with it.
+      new RingWriter(ring).writeFinal({ stopReason: 'error', stopSequenceIndex: -1, promptTokens: 0, cachedPromptTokens: 0, generatedTokens: 0, queueMs: 0, prefillMs: 0, decodeMs: 0 });
+    }
+    this.outstanding.clear();
+  }
+
+  get alive(): boolean {
+    return !this.closed;
+  }
+
+  tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Int32Array {
+    return this.vocab.tokenize(text, options.addSpecial ?? false, options.parseSpecial ?? true);
+  }
+
+  detokenize(tokens: Int32Array | number[], options: { renderSpecial?: boolean } = {}): string {
+    return this.vocab.detokenize(tokens instanceof Int32Array ? tokens : Int32Array.from(tokens), options.renderSpecial ?? true);
+  }
+
+  status(): EngineStatus {
+    return readStatus(this.statusWords);
+  }
+
+  /**
+   * Generates from a prompt. The events are each generated token's text, then one final record.
+   * Aborting the signal cancels the generation (its slot is freed at once); the final record then says
+   * `cancelled`. Leaving the loop early cancels it too. Throws PromptTooLongError when the prompt leaves
+   * no room to generate in a slot.
+   */
+  generate(prompt: Int32Array | number[], params: GenerateParams, signal?: AbortSignal): AsyncIterable<GenerationEvent> {
+    if (this.closed) throw new Error('engine is closed');
+    const tokens = prompt instanceof Int32Array ? prompt : Int32Array.from(prompt);
+    const maxPrompt = this.settings.contextPerSlot - 1;
+    if (tokens.length > maxPrompt) throw new PromptTooLongError(tokens.length, maxPrompt);
+    if (tokens.length === 0) throw new RangeError('prompt is empty');
+    const id = this.nextId++;
+    const ring = createRing(this.settings.ringRecords);
+    const reader = new RingReader(ring, () => this.ring());
+    this.outstanding.set(id, ring);
+    this.send({ type: 'submit', id, prompt: tokens, params, ring, submittedAt: performance.timeOrigin + performance.now() });
+    const onAbort = (): void => this.send({ type: 'cancel', id, abandon: false });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();
+    const engine = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        let ended = false;
+        try {
+          for await (const record of reader.records()) {
+            if (record.kind === 'final') {
+              ended = true;
+              const { kind: _kind, ...stats } = record;
+              yield { type: 'final', ...stats };
+            } else {
+              yield { type: 'text', token: record.token, text: record.text };
+            }
+          }
+        } finally {
+          signal?.removeEventListener('abort', onAbort);
+          engine.outstanding.delete(id);
+          if (!ended) engine.send({ type: 'cancel', id, abandon: true });
+        }
+      },
+    };
+  }
+
+  /** Stops the engine thread (running generations end as cancelled) and frees the model. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    this.commands.postMessage({ type: 'shutdown' } satisfies EngineCommand);
+    this.ring();
+    await exited;
+    this.vocab.free();
+  }
+
+  private send(command: EngineCommand): void {
+    if (this.closed) return;
+    this.commands.postMessage(command);
+    this.ring();
+  }
+
+  private ring(): void {
+    Atomics.add(this.doorbell, 0, 1);
+    Atomics.notify(this.doorbell, 0);
+  }
+}

@@ -1,0 +1,136 @@
+// The continuous-batching scheduler: which requests hold slots, and what each decode step computes.
+// It knows nothing of llama.cpp; the engine thread asks it for a plan, runs the plan as one
+// llama_decode batch and reports back. Policy:
+//  - admission is first come, first served into free slots; the waiting queue is bounded;
+//  - every generating sequence that is not paused decodes one token per step (a long prompt
+//    arriving never stalls them);
+//  - the rest of the step's token budget goes to prompt chunks, oldest request first, so every
+//    prompt makes progress and none starves.
+
+export interface ScheduledRequest {
+  readonly id: number;
+  readonly promptLength: number;
+}
+
+export interface DecodeEntry {
+  id: number;
+  slot: number;
+}
+
+export interface PrefillEntry {
+  id: number;
+  slot: number;
+  /** Prompt positions [start, start + count) are computed in this step. */
+  start: number;
+  count: number;
+  /** True when this chunk ends the prompt: its last token's logits give the first generated token. */
+  last: boolean;
+}
+
+export interface StepPlan {
+  /** Requests given a slot in this step, with the slot. */
+  admitted: DecodeEntry[];
+  decode: DecodeEntry[];
+  prefill: PrefillEntry[];
+  /** Tokens in the batch (decode + prefill). */
+  tokens: number;
+}
+
+export interface SchedulerOptions {
+  slots: number;
+  stepTokenBudget: number;
+  queueLength: number;
+}
+
+interface Running {
+  request: ScheduledRequest;
+  slot: number;
+  /** Prompt tokens already computed. */
+  prefilled: number;
+  paused: boolean;
+}
+
+export class Scheduler {
+  private readonly waiting: ScheduledRequest[] = [];
+  /** In admission order, which is also the order prompt chunks are served. */
+  private readonly running = new Map<number, Running>();
+  private readonly freeSlots: number[];
+
+  constructor(private readonly options: SchedulerOptions) {
+    if (options.stepTokenBudget <= options.slots) {
+      // Otherwise decoding sequences could take the whole budget and starve waiting prompts.
+      throw new RangeError(`step token budget (${options.stepTokenBudget}) must exceed the slot count (${options.slots})`);
+    }
+    this.freeSlots = Array.from({ length: options.slots }, (_, i) => i);
+  }
+
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  get busySlots(): number {
+    return this.running.size;
+  }
+
+  /** Queues a request; false when the queue is full (the caller reports it as overloaded). */
+  submit(request: ScheduledRequest): boolean {
+    if (this.waiting.length >= this.options.queueLength && this.freeSlots.length <= this.waiting.length) return false;
+    this.waiting.push(request);
+    return true;
+  }
+
+  /** Removes a request wherever it is; returns its slot if it held one (now free), -1 otherwise, undefined if unknown. */
+  remove(id: number): number | undefined {
+    const queuedAt = this.waiting.findIndex((r) => r.id === id);
+    if (queuedAt >= 0) {
+      this.waiting.splice(queuedAt, 1);
+      return -1;
+    }
+    const run = this.running.get(id);
+    if (!run) return undefined;
+    this.running.delete(id);
+    this.freeSlots.push(run.slot);
+    this.freeSlots.sort((a, b) => a - b);
+    return run.slot;
+  }
+
+  /** A paused sequence is left out of steps (its reader is behind) until resumed. */
+  setPaused(id: number, paused: boolean): void {
+    const run = this.running.get(id);
+    if (run) run.paused = paused;
+  }
+
+  /** Plans the next step. An empty plan (no tokens) means there is nothing to compute now. */
+  plan(): StepPlan {
+    const admitted: DecodeEntry[] = [];
+    while (this.waiting.length > 0 && this.freeSlots.length > 0) {
+      const request = this.waiting.shift()!;
+      const slot = this.freeSlots.shift()!;
+      this.running.set(request.id, { request, slot, prefilled: 0, paused: false });
+      admitted.push({ id: request.id, slot });
+    }
+    const decode: DecodeEntry[] = [];
+    for (const [id, run] of this.running) {
+      if (!run.paused && run.prefilled === run.request.promptLength) decode.push({ id, slot: run.slot });
+    }
+    let budget = this.options.stepTokenBudget - decode.length;
+    const prefill: PrefillEntry[] = [];
+    for (const [id, run] of this.running) {
+      if (budget === 0) break;
+      const remaining = run.request.promptLength - run.prefilled;
+      if (remaining === 0 || run.paused) continue;
+      const count = Math.min(remaining, budget);
+      prefill.push({ id, slot: run.slot, start: run.prefilled, count, last: count === remaining });
+      budget -= count;
+    }
+    return { admitted, decode, prefill, tokens: this.options.stepTokenBudget - budget };
+  }
+
+  /** Records that a plan's prompt chunks were computed. */
+  commit(plan: StepPlan): void {
+    for (const chunk of plan.prefill) {
+      const run = this.running.get(chunk.id);
+      if (run) run.prefilled = chunk.start + chunk.count;
+    }
+  }
+}

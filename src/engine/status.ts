@@ -1,0 +1,30 @@
+// The engine's live status: int32 words in a SharedArrayBuffer, written by the engine thread every
+// step and read by the main thread without a message round trip.
+export enum StatusWord {
+  SlotsBusy = 0,
+  Queued = 1,
+  /** Counters since start (wrap at 2^31). */
+  Steps = 2,
+  DecodedTokens = 3,
+  PrefilledTokens = 4,
+}
+
+export const STATUS_WORDS = 5;
+
+export interface EngineStatus {
+  slotsBusy: number;
+  queued: number;
+  steps: number;
+  decodedTokens: number;
+  prefilledTokens: number;
+}
+
+export function readStatus(words: Int32Array): EngineStatus {
+  return {
+    slotsBusy: Atomics.load(words, StatusWord.SlotsBusy),
+    queued: Atomics.load(words, StatusWord.Queued),
+    steps: Atomics.load(words, StatusWord.Steps),
+    decodedTokens: Atomics.load(words, StatusWord.DecodedTokens),
+    prefilledTokens: Atomics.load(words, StatusWord.PrefilledTokens),
+  };
+}

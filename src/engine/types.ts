@@ -1,0 +1,57 @@
+// Types shared by the engine's main-thread API, the engine thread and the scheduler.
+
+/** Why a generation ended. `overloaded`: refused because the queue was full. */
+export type StopReason = 'end_turn' | 'max_tokens' | 'stop_sequence' | 'cancelled' | 'overloaded' | 'error';
+
+export interface GenerateParams {
+  /** Most tokens to generate; also bounded by what the slot's context leaves after the prompt. */
+  maxTokens: number;
+  /** <= 0: greedy and deterministic. */
+  temperature?: number;
+  topP?: number;
+  /** <= 0: no top-k cut. */
+  topK?: number;
+  seed?: number;
+  /** Matched on the generated text, across token boundaries; never emitted. */
+  stopSequences?: string[];
+}
+
+export interface FinalStats {
+  stopReason: StopReason;
+  /** Index into stopSequences of the one that matched, -1 when none. */
+  stopSequenceIndex: number;
+  promptTokens: number;
+  /** Prompt tokens served from the KV cache instead of computed. */
+  cachedPromptTokens: number;
+  generatedTokens: number;
+  /** From submission to admission into a slot. */
+  queueMs: number;
+  /** From admission to the first generated token. */
+  prefillMs: number;
+  /** From the first generated token to the last. */
+  decodeMs: number;
+}
+
+export interface EngineSettings {
+  modelPath: string;
+  gpuLayers: number;
+  /** Sequences generated at once; each has its own slot (KV sequence). */
+  slots: number;
+  contextPerSlot: number;
+  /** Most tokens (decode + prefill chunks) in one llama_decode step. */
+  stepTokenBudget: number;
+  batchSize: number;
+  ubatchSize: number;
+  threads: number;
+  /** Requests that may wait for a slot; beyond that, requests are refused as overloaded. */
+  queueLength: number;
+  /** Token ring capacity per request, in records (a power of two). */
+  ringRecords: number;
+}
+
+/** Messages from the main thread to the engine thread. */
+export type EngineCommand =
+  | { type: 'submit'; id: number; prompt: Int32Array; params: GenerateParams; ring: SharedArrayBuffer; submittedAt: number }
+  /** abandon: the reader is gone, so records still waiting for ring room are dropped. */
+  | { type: 'cancel'; id: number; abandon: boolean }
+  | { type: 'shutdown' };

@@ -1,0 +1,262 @@
+// The engine thread: the one thread that owns the llama.cpp model and context. It runs a tight loop:
+// take commands, ask the scheduler for a step plan, run it as ONE llama_decode batch (the next token of
+// every generating sequence plus prompt chunks), sample, and write each sequence's text into its ring.
+// It calls the addon synchronously; when there is nothing to compute it sleeps on the doorbell.
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { loadAddon, type NativeContext } from '../src/native.js';
+import { Scheduler, type StepPlan } from '../src/engine/scheduler.js';
+import { RingWriter } from '../src/engine/ring.js';
+import { TextStream } from '../src/engine/text-stream.js';
+import type { EngineCommand, EngineSettings, FinalStats, GenerateParams, StopReason } from '../src/engine/types.js';
+import { STATUS_WORDS, StatusWord } from '../src/engine/status.js';
+
+export interface EngineThreadData {
+  settings: EngineSettings;
+  commands: MessagePort;
+  /** Int32 word 0 is bumped (and notified) whenever the engine has something new to look at. */
+  doorbell: SharedArrayBuffer;
+  /** Int32 words updated every step, read by the main thread (see StatusWord). */
+  status: SharedArrayBuffer;
+}
+
+const now = (): number => performance.timeOrigin + performance.now();
+
+/** A request from submission to its last record. */
+interface Sequence {
+  id: number;
+  prompt: Int32Array;
+  params: GenerateParams;
+  maxTokens: number;
+  ring: RingWriter;
+  text: TextStream;
+  slot: number;
+  /** Records the ring had no room for yet; while any are here, the sequence is paused. */
+  backlog: Array<{ token: number; text: Uint8Array } | FinalStats>;
+  lastToken: number;
+  generated: number;
+  submittedAt: number;
+  admittedAt: number;
+  firstTokenAt: number;
+  done: boolean;
+}
+
+const { settings, commands, doorbell: doorbellBuffer, status: statusBuffer } = workerData as EngineThreadData;
+const addon = loadAddon();
+const model = new addon.Model(settings.modelPath, { gpuLayers: settings.gpuLayers });
+const context: NativeContext = new addon.Context(model, {
+  contextSize: settings.slots * settings.contextPerSlot,
+  batchSize: settings.batchSize,
+  ubatchSize: settings.ubatchSize,
+  sequences: settings.slots,
+  threads: settings.threads,
+});
+const pieces = model.tokenPieces();
+const endOfGeneration = new Set(model.info().eogTokens);
+const scheduler = new Scheduler({ slots: settings.slots, stepTokenBudget: settings.stepTokenBudget, queueLength: settings.queueLength });
+const doorbell = new Int32Array(doorbellBuffer);
+const status = new Int32Array(statusBuffer, 0, STATUS_WORDS);
+const encoder = new TextEncoder();
+
+const sequences = new Map<number, Sequence>();
+/** Finished sequences whose last records still wait for room in their ring. */
+const draining = new Set<Sequence>();
+
+// The batch arrays, reused every step.
+const batchTokens = new Int32Array(settings.batchSize);
+const batchPositions = new Int32Array(settings.batchSize);
+const batchSeqIds = new Int32Array(settings.batchSize);
+const sampleAt = new Int32Array(settings.slots);
+const sampled = new Int32Array(settings.slots);
+const sampledFor: Sequence[] = new Array(settings.slots);
+
+function pieceOf(token: number): Uint8Array {
+  return pieces.bytes.subarray(pieces.offsets[token], pieces.offsets[token + 1]);
+}
+
+function emit(seq: Sequence, record: { token: number; text: Uint8Array } | FinalStats): void {
+  if (seq.backlog.length === 0) {
+    const written = 'token' in record ? seq.ring.writeText(record.token, record.text) : seq.ring.writeFinal(record);
+    if (written) return;
+  }
+  seq.backlog.push(record);
+  seq.ring.markWaiting();
+  scheduler.setPaused(seq.id, true);
+}
+
+/** Writes what the ring now has room for; true when nothing is left waiting. */
+function drainBacklog(seq: Sequence): boolean {
+  while (seq.backlog.length > 0) {
+    const record = seq.backlog[0];
+    const written = 'token' in record ? seq.ring.writeText(record.token, record.text) : seq.ring.writeFinal(record);
+    if (!written) {
+      seq.ring.markWaiting();
+      return false;
+    }
+    seq.backlog.shift();
+  }
+  return true;
+}
+
+function finish(seq: Sequence, stopReason: StopReason, stopSequenceIndex = -1): void {
+  if (seq.done) return;
+  seq.done = true;
+  if (stopReason !== 'stop_sequence' && stopReason !== 'cancelled') {
+    const rest = seq.text.finish();
+    if (rest.length > 0) emit(seq, { token: -1, text: encoder.encode(rest) });
+  }
+  const end = now();
+  const firstTokenAt = seq.firstTokenAt || end;
+  const admittedAt = seq.admittedAt || end;
+  emit(seq, {
+    stopReason,
+    stopSequenceIndex,
+    promptTokens: seq.prompt.length,
+    cachedPromptTokens: 0,
+    generatedTokens: seq.generated,
+    queueMs: admittedAt - seq.submittedAt,
+    prefillMs: firstTokenAt - admittedAt,
+    decodeMs: end - firstTokenAt,
+  });
+  const slot = scheduler.remove(seq.id);
+  if (slot !== undefined && slot >= 0) context.seqRemove(slot, -1, -1);
+  sequences.delete(seq.id);
+  if (seq.backlog.length > 0) draining.add(seq);
+}
+
+function onToken(seq: Sequence, token: number): void {
+  seq.generated++;
+  if (seq.generated === 1) seq.firstTokenAt = now();
+  if (endOfGeneration.has(token)) return finish(seq, 'end_turn');
+  const chunk = seq.text.push(pieceOf(token));
+  if (chunk.stopIndex >= 0) {
+    if (chunk.text.length > 0) emit(seq, { token, text: encoder.encode(chunk.text) });
+    return finish(seq, 'stop_sequence', chunk.stopIndex);
+  }
+  emit(seq, { token, text: encoder.encode(chunk.text) });
+  seq.lastToken = token;
+  if (seq.generated >= seq.maxTokens) finish(seq, 'max_tokens');
+}
+
+function submit(command: Extract<EngineCommand, { type: 'submit' }>): void {
+  const contextLeft = settings.contextPerSlot - command.prompt.length;
+  const seq: Sequence = {
+    id: command.id,
+    prompt: command.prompt,
+    params: command.params,
+    maxTokens: Math.min(command.params.maxTokens, contextLeft),
+    ring: new RingWriter(command.ring),
+    text: new TextStream(command.params.stopSequences ?? []),
+    slot: -1,
+    backlog: [],
+    lastToken: -1,
+    generated: 0,
+    submittedAt: command.submittedAt,
+    admittedAt: 0,
+    firstTokenAt: 0,
+    done: false,
+  };
+  if (command.prompt.length === 0 || contextLeft < 1) return finish(seq, 'error');
+  if (seq.maxTokens < 1) return finish(seq, 'max_tokens');
+  if (!scheduler.submit({ id: seq.id, promptLength: seq.prompt.length })) return finish(seq, 'overloaded');
+  sequences.set(seq.id, seq);
+}
+
+/** Applies queued commands; false once shutdown was asked for. */
+function takeCommands(): boolean {
+  for (let message = receiveMessageOnPort(commands); message; message = receiveMessageOnPort(commands)) {
+    const command = message.message as EngineCommand;
+    if (command.type === 'shutdown') return false;
+    if (command.type === 'submit') submit(command);
+    else if (command.type === 'cancel') {
+      const seq = sequences.get(command.id);
+      if (seq) finish(seq, 'cancelled');
+      for (const d of draining) if (d.id === command.id && command.abandon) draining.delete(d);
+    }
+  }
+  return true;
+}
+
+function resumeReaders(): void {
+  for (const seq of sequences.values()) {
+    if (seq.backlog.length > 0 && drainBacklog(seq)) scheduler.setPaused(seq.id, false);
+  }
+  for (const seq of draining) if (drainBacklog(seq)) draining.delete(seq);
+}
+
+function runStep(plan: StepPlan): void {
+  for (const { id, slot } of plan.admitted) {
+    const seq = sequences.get(id)!;
+    seq.slot = slot;
+    seq.admittedAt = now();
+    const p = seq.params;
+    context.configureSampler(slot, { temperature: p.temperature ?? 0, topP: p.topP ?? 1, topK: p.topK ?? 0, seed: p.seed ?? 0 });
+  }
+  let n = 0;
+  let nSample = 0;
+  for (const { id, slot } of plan.decode) {
+    const seq = sequences.get(id)!;
+    batchTokens[n] = seq.lastToken;
+    batchPositions[n] = seq.prompt.length + seq.generated - 1;
+    batchSeqIds[n] = slot;
+    sampleAt[nSample] = n;
+    sampledFor[nSample++] = seq;
+    n++;
+  }
+  for (const chunk of plan.prefill) {
+    const seq = sequences.get(chunk.id)!;
+    batchTokens.set(seq.prompt.subarray(chunk.start, chunk.start + chunk.count), n);
+    for (let i = 0; i < chunk.count; i++) {
+      batchPositions[n + i] = chunk.start + i;
+      batchSeqIds[n + i] = chunk.slot;
+    }
+    n += chunk.count;
+    if (chunk.last) {
+      sampleAt[nSample] = n - 1;
+      sampledFor[nSample++] = seq;
+    }
+  }
+  const result = context.decode(batchTokens, batchPositions, batchSeqIds, n, sampleAt, nSample, sampled);
+  if (result !== 0) {
+    // llama.cpp could not place the batch (no KV room, or aborted): fail the sequences in it, keep serving.
+    for (const entry of [...plan.decode, ...plan.prefill]) {
+      const seq = sequences.get(entry.id);
+      if (seq) finish(seq, 'error');
+    }
+    return;
+  }
+  scheduler.commit(plan);
+  countStep(plan);
+  for (let i = 0; i < nSample; i++) onToken(sampledFor[i], sampled[i]);
+}
+
+function publishStatus(): void {
+  Atomics.store(status, StatusWord.SlotsBusy, scheduler.busySlots);
+  Atomics.store(status, StatusWord.Queued, scheduler.queued);
+}
+
+function countStep(plan: StepPlan): void {
+  Atomics.add(status, StatusWord.Steps, 1);
+  Atomics.add(status, StatusWord.DecodedTokens, plan.decode.length);
+  Atomics.add(status, StatusWord.PrefilledTokens, plan.tokens - plan.decode.length);
+}
+
+function loop(): void {
+  for (;;) {
+    const bell = Atomics.load(doorbell, 0);
+    if (!takeCommands()) return;
+    resumeReaders();
+    const plan = scheduler.plan();
+    publishStatus();
+    if (plan.tokens === 0) {
+      Atomics.wait(doorbell, 0, bell);
+      continue;
+    }
+    runStep(plan);
+  }
+}
+
+parentPort!.postMessage({ type: 'ready', model: model.info(), context: context.info() });
+loop();
+for (const seq of sequences.values()) finish(seq, 'cancelled');
+context.free();
+model.free();
