@@ -6,8 +6,7 @@
 // prebuilt binaries, and clone the bundle into native/deps/llama.cpp (ignored by git).
 //
 // Switches (environment): PENSIEVE_GPU=cuda builds the CUDA backend; PENSIEVE_GPU=cpu turns Metal off on
-// macOS (on by default there). PENSIEVE_BUILD_TOOLS=1 also builds llama.cpp's llama-batched-bench and
-// llama-server for the benchmarks. The build is incremental: after a TypeScript-only change, nothing in
+// macOS (on by default there). The build is incremental: after a TypeScript-only change, nothing in
 // llama.cpp is recompiled.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
@@ -47,7 +46,6 @@ function buildAddon() {
   const defs = [
     `--CDPENSIEVE_CUDA=${gpu === 'cuda' ? 'ON' : 'OFF'}`,
     `--CDPENSIEVE_METAL=${process.platform === 'darwin' && gpu !== 'cpu' ? 'ON' : 'OFF'}`,
-    `--CDPENSIEVE_BUILD_TOOLS=${process.env.PENSIEVE_BUILD_TOOLS === '1' ? 'ON' : 'OFF'}`,
   ];
   const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
   run(process.execPath, [cmakeJs, 'build', '--directory', join(root, 'native'), '--out', join(root, 'build', 'native'),

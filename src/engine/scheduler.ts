@@ -74,7 +74,8 @@ export class Scheduler {
 
   /** Queues a request; false when the queue is full (the caller reports it as overloaded). */
   submit(request: ScheduledRequest): boolean {
-    if (this.waiting.length >= this.options.queueLength && this.freeSlots.length <= this.waiting.length) return false;
+    // Requests that a free slot will take at the next step are not waiting in the queue.
+    if (this.waiting.length - this.freeSlots.length >= this.options.queueLength) return false;
     this.waiting.push(request);
     return true;
   }

@@ -211,7 +211,40 @@ export interface GgufHeader {
   alignment: number;
 }
 
-/** Reads a file sequentially through a window, so big files are never read whole. */
+/** Decodes one item at buf[at]: its value and end, or how many bytes from `at` it needs. */
+type Decoder<T> = (buf: Buffer, at: number) => { value: T; end: number } | { need: number };
+
+function fixedDecoder<T>(codec: FixedCodec<T>): Decoder<T> {
+  return (buf, at) =>
+    at + codec.size <= buf.length ? { value: codec.read(buf, at), end: at + codec.size } : { need: codec.size };
+}
+
+/** u64 counts, lengths and offsets; they must fit a JS number to be usable anyway. */
+function safeNumber(value: bigint): number {
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`GGUF value ${value} too large`);
+  return Number(value);
+}
+
+const decodeU32 = fixedDecoder(NUMBER_CODECS.uint32);
+const decodeU64: Decoder<number> = (buf, at) =>
+  at + 8 <= buf.length ? { value: safeNumber(buf.readBigUInt64LE(at)), end: at + 8 } : { need: 8 };
+const decodeString: Decoder<string> = (buf, at) => {
+  if (at + 8 > buf.length) return { need: 8 };
+  const end = at + 8 + safeNumber(buf.readBigUInt64LE(at));
+  return end <= buf.length ? { value: buf.toString('utf8', at + 8, end), end } : { need: end - at };
+};
+const NUMBER_DECODERS = mapValues(NUMBER_CODECS, fixedDecoder);
+const BIGINT_DECODERS = mapValues(BIGINT_CODECS, fixedDecoder);
+const decodeBool = fixedDecoder(BOOL_CODEC);
+
+function mapValues<K extends string, A, B>(record: Record<K, A>, f: (a: A) => B): Record<K, B> {
+  return Object.fromEntries(Object.entries(record).map(([k, v]) => [k, f(v as A)])) as Record<K, B>;
+}
+
+/**
+ * Reads a file sequentially through a window, so big files are never read whole. Items are decoded
+ * synchronously from the window, awaiting only to slide it: vocabularies hold 150k+ strings each.
+ */
 class FileCursor {
   private buf = Buffer.alloc(0);
   private bufStart = 0;
@@ -223,81 +256,63 @@ class FileCursor {
     return this.bufStart + this.pos;
   }
 
-  /** Makes `n` bytes available at the cursor; returns the buffer and their position in it. */
-  private async take(n: number): Promise<[Buffer, number]> {
-    if (this.buf.length - this.pos < n) {
-      const start = this.offset;
-      const buf = Buffer.alloc(Math.max(n, this.chunkSize));
-      const { bytesRead } = await this.fh.read(buf, 0, buf.length, start);
-      if (bytesRead < n) throw new Error(`GGUF file truncated at byte ${start + bytesRead}`);
-      this.buf = buf.subarray(0, bytesRead);
-      this.bufStart = start;
-      this.pos = 0;
+  async items<T>(count: number, decode: Decoder<T>): Promise<T[]> {
+    const items: T[] = [];
+    while (items.length < count) {
+      const item = decode(this.buf, this.pos);
+      if ('need' in item) {
+        await this.slide(item.need);
+      } else {
+        items.push(item.value);
+        this.pos = item.end;
+      }
     }
-    const at = this.pos;
-    this.pos += n;
-    return [this.buf, at];
+    return items;
   }
 
-  async fixed<T>(codec: FixedCodec<T>): Promise<T> {
-    const [buf, at] = await this.take(codec.size);
-    return codec.read(buf, at);
+  async one<T>(decode: Decoder<T>): Promise<T> {
+    const [item] = await this.items(1, decode);
+    return item!;
   }
 
-  async u32(): Promise<number> {
-    return this.fixed(NUMBER_CODECS.uint32);
-  }
-
-  /** u64 counts, lengths and offsets; they must fit a JS number to be usable anyway. */
-  async u64(): Promise<number> {
-    const value = await this.fixed(BIGINT_CODECS.uint64);
-    if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`GGUF value ${value} too large`);
-    return Number(value);
-  }
-
-  async string(): Promise<string> {
-    const length = await this.u64();
-    const [buf, at] = await this.take(length);
-    return buf.toString('utf8', at, at + length);
+  /** Moves the window to start at the cursor, holding at least `n` bytes. */
+  private async slide(n: number): Promise<void> {
+    const start = this.offset;
+    const buf = Buffer.allocUnsafe(Math.max(n, this.chunkSize));
+    const { bytesRead } = await this.fh.read(buf, 0, buf.length, start);
+    if (bytesRead < n) throw new Error(`GGUF file truncated at byte ${start + bytesRead}`);
+    this.buf = buf.subarray(0, bytesRead);
+    this.bufStart = start;
+    this.pos = 0;
   }
 }
 
 async function readValueType(cursor: FileCursor): Promise<GgufScalarType | 'array'> {
-  const id = await cursor.u32();
+  const id = await cursor.one(decodeU32);
   const type = VALUE_TYPE_BY_ID.get(id);
   if (type === undefined) throw new Error(`unknown GGUF value type ${id}`);
   return type;
 }
 
 async function readScalar(cursor: FileCursor, type: GgufScalarType): Promise<GgufValue> {
-  if (isNumberType(type)) return { type, value: await cursor.fixed(NUMBER_CODECS[type]) };
-  if (isBigIntType(type)) return { type, value: await cursor.fixed(BIGINT_CODECS[type]) };
-  if (type === 'bool') return { type, value: await cursor.fixed(BOOL_CODEC) };
-  return { type, value: await cursor.string() };
-}
-
-async function readItems<T>(count: number, readOne: () => Promise<T>): Promise<T[]> {
-  const items: T[] = [];
-  for (let i = 0; i < count; i++) items.push(await readOne());
-  return items;
+  if (isNumberType(type)) return { type, value: await cursor.one(NUMBER_DECODERS[type]) };
+  if (isBigIntType(type)) return { type, value: await cursor.one(BIGINT_DECODERS[type]) };
+  if (type === 'bool') return { type, value: await cursor.one(decodeBool) };
+  return { type, value: await cursor.one(decodeString) };
 }
 
 async function readArray(cursor: FileCursor): Promise<GgufArray> {
   const itemType = await readValueType(cursor);
-  const count = await cursor.u64();
+  const count = await cursor.one(decodeU64);
   if (itemType === 'array') throw new Error('nested GGUF arrays are not supported');
   if (isNumberType(itemType)) {
-    const codec = NUMBER_CODECS[itemType];
-    return { type: 'array', itemType, value: await readItems(count, () => cursor.fixed(codec)) };
+    return { type: 'array', itemType, value: await cursor.items(count, NUMBER_DECODERS[itemType]) };
   }
   if (isBigIntType(itemType)) {
-    const codec = BIGINT_CODECS[itemType];
-    return { type: 'array', itemType, value: await readItems(count, () => cursor.fixed(codec)) };
+    return { type: 'array', itemType, value: await cursor.items(count, BIGINT_DECODERS[itemType]) };
   }
-  if (itemType === 'bool') {
-    return { type: 'array', itemType, value: await readItems(count, () => cursor.fixed(BOOL_CODEC)) };
-  }
-  return { type: 'array', itemType, value: await readItems(count, () => cursor.string()) };
+  if (itemType === 'bool') return { type: 'array', itemType, value: await cursor.items(count, decodeBool) };
+  return { type: 'array', itemType, value: await cursor.items(count, decodeString) };
 }
 
 async function readValue(cursor: FileCursor): Promise<GgufValue> {
@@ -306,12 +321,12 @@ async function readValue(cursor: FileCursor): Promise<GgufValue> {
 }
 
 async function readTensorInfo(cursor: FileCursor): Promise<GgufTensorInfo> {
-  const name = await cursor.string();
-  const nDims = await cursor.u32();
+  const name = await cursor.one(decodeString);
+  const nDims = await cursor.one(decodeU32);
   if (nDims > MAX_DIMS) throw new Error(`tensor ${name} has ${nDims} dims`);
-  const dims = await readItems(nDims, () => cursor.u64());
-  const type = await cursor.u32();
-  const offset = await cursor.u64();
+  const dims = await cursor.items(nDims, decodeU64);
+  const type = await cursor.one(decodeU32);
+  const offset = await cursor.one(decodeU64);
   return { name, dims, type, offset };
 }
 
@@ -330,19 +345,20 @@ export async function readGgufHeader(path: string): Promise<GgufHeader> {
   const fh = await open(path, 'r');
   try {
     const cursor = new FileCursor(fh);
-    const magic = await cursor.u32();
+    const magic = await cursor.one(decodeU32);
     if (magic !== GGUF_MAGIC) throw new Error(`${path} is not a GGUF file`);
-    const version = await cursor.u32();
+    const version = await cursor.one(decodeU32);
     // v1 used 32-bit counts; a byte-swapped version means a big-endian file.
     if (version !== 2 && version !== 3) throw new Error(`unsupported GGUF version ${version}`);
-    const tensorCount = await cursor.u64();
-    const kvCount = await cursor.u64();
+    const tensorCount = await cursor.one(decodeU64);
+    const kvCount = await cursor.one(decodeU64);
     const metadata: GgufMetadata = new Map();
     for (let i = 0; i < kvCount; i++) {
-      const key = await cursor.string();
+      const key = await cursor.one(decodeString);
       metadata.set(key, await readValue(cursor));
     }
-    const tensors = await readItems(tensorCount, () => readTensorInfo(cursor));
+    const tensors: GgufTensorInfo[] = [];
+    for (let i = 0; i < tensorCount; i++) tensors.push(await readTensorInfo(cursor));
     const alignment = metadataAlignment(metadata);
     // Like llama.cpp, a file without tensors (e.g. a vocab-only file) has no padding at the end.
     const dataOffset = tensors.length > 0 ? alignUp(cursor.offset, alignment) : cursor.offset;

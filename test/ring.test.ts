@@ -1,0 +1,88 @@
+import t from 'tap';
+import { createRing, RingReader, RingWriter, TEXT_BYTES_PER_RECORD, type RingRecord } from '../src/engine/ring.js';
+import type { FinalStats } from '../src/engine/types.js';
+
+const final: FinalStats = {
+  stopReason: 'max_tokens', stopSequenceIndex: -1, promptTokens: 7, cachedPromptTokens: 2,
+  generatedTokens: 3, queueMs: 1.5, prefillMs: 2.25, decodeMs: 3.125,
+};
+
+async function readAll(reader: RingReader): Promise<RingRecord[]> {
+  const out: RingRecord[] = [];
+  for await (const record of reader.records()) out.push(record);
+  return out;
+}
+
+t.test('records round trip, across wrap-around many times', async (t) => {
+  const ring = createRing(4);
+  const writer = new RingWriter(ring);
+  const reader = new RingReader(ring, () => {});
+  const texts = Array.from({ length: 50 }, (_, i) => `piece ${i} ` + 'é'.repeat(i % 40));
+  const received = readAll(reader);
+  let next = 0;
+  // The writer only writes when there is room, like the engine; the reader drains concurrently.
+  while (next < texts.length) {
+    if (writer.writeText(next, Buffer.from(texts[next]))) next++;
+    else await new Promise((resolve) => setImmediate(resolve));
+  }
+  while (!writer.writeFinal(final)) await new Promise((resolve) => setImmediate(resolve));
+  const records = await received;
+  t.same(records.slice(0, -1), texts.map((text, token) => ({ kind: 'text', token, text })));
+  t.same(records.at(-1), { kind: 'final', ...final });
+});
+
+t.test('a full ring refuses writes without overwriting, and the reader signals room', async (t) => {
+  const ring = createRing(2);
+  const writer = new RingWriter(ring);
+  let roomSignals = 0;
+  const reader = new RingReader(ring, () => roomSignals++);
+  t.ok(writer.writeText(1, Buffer.from('a')));
+  t.ok(writer.writeText(2, Buffer.from('b')));
+  t.notOk(writer.writeText(3, Buffer.from('c')), 'full: refused');
+  t.notOk(writer.writeFinal(final), 'full: final refused too');
+  writer.markWaiting();
+  const iterator = reader.records();
+  t.same((await iterator.next()).value, { kind: 'text', token: 1, text: 'a' });
+  t.same((await iterator.next()).value, { kind: 'text', token: 2, text: 'b' }, 'nothing was overwritten');
+  t.equal(roomSignals, 1, 'the waiting writer is told once');
+  t.ok(writer.writeText(3, Buffer.from('c')));
+  t.ok(writer.writeFinal(final));
+  t.same((await iterator.next()).value, { kind: 'text', token: 3, text: 'c' });
+  t.equal((await iterator.next()).value?.kind, 'final');
+  t.ok((await iterator.next()).done);
+});
+
+t.test('long text spans records and multi-byte characters survive the split', async (t) => {
+  const ring = createRing(8);
+  const writer = new RingWriter(ring);
+  // 3-byte characters never align with the 52-byte record payload.
+  const text = '€'.repeat(TEXT_BYTES_PER_RECORD);
+  t.ok(writer.writeText(9, Buffer.from(text)));
+  t.notOk(writer.writeText(10, Buffer.from('x'.repeat(TEXT_BYTES_PER_RECORD * 6))), 'all or nothing');
+  t.ok(writer.writeFinal(final));
+  const records = await readAll(new RingReader(ring, () => {}));
+  t.same(records[0], { kind: 'text', token: 9, text });
+  t.equal(records.length, 2);
+});
+
+t.test('the reader waits for the writer on another thread', async (t) => {
+  const { Worker } = await import('node:worker_threads');
+  const ring = createRing(16);
+  const ringModule = new URL('../src/engine/ring.ts', import.meta.url).href;
+  const code = `import('tsx/esm/api').then(async (tsx) => { tsx.register();
+    const { RingWriter } = await import(${JSON.stringify(ringModule)});
+    const { workerData } = await import('node:worker_threads');
+    const w = new RingWriter(workerData);
+    for (let i = 0; i < 100; i++) { while (!w.writeText(i, Buffer.from('t' + i))) await new Promise((r) => setTimeout(r, 1)); }
+    while (!w.writeFinal(${JSON.stringify(final)})) await new Promise((r) => setTimeout(r, 1));
+  })`;
+  const worker = new Worker(code, { eval: true, workerData: ring });
+  const records = await readAll(new RingReader(ring, () => {}));
+  await new Promise((resolve) => worker.once('exit', resolve));
+  t.equal(records.length, 101);
+  t.same(records.slice(0, 100).map((r) => (r.kind === 'text' ? r.text : '')), Array.from({ length: 100 }, (_, i) => 't' + i));
+});
+
+t.test('capacity must be a power of two', async (t) => {
+  t.throws(() => createRing(3), RangeError);
+});

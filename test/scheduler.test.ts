@@ -1,0 +1,111 @@
+// The scheduler alone, driven by a fake engine loop (no model): it plans steps, "runs" them and commits.
+import t from 'tap';
+import { Scheduler, type StepPlan } from '../src/engine/scheduler.js';
+
+/** A fake engine for the scheduler: a decoding sequence finishes after `gen` tokens. */
+function fakeEngineRun(scheduler: Scheduler, gen: Map<number, number>, maxSteps = 1000): StepPlan[] {
+  const plans: StepPlan[] = [];
+  const produced = new Map<number, number>();
+  for (let step = 0; step < maxSteps; step++) {
+    const plan = scheduler.plan();
+    if (plan.tokens === 0) break;
+    plans.push(plan);
+    scheduler.commit(plan);
+    const sampled = [...plan.decode.map((d) => d.id), ...plan.prefill.filter((p) => p.last).map((p) => p.id)];
+    for (const id of sampled) {
+      const n = (produced.get(id) ?? 0) + 1;
+      produced.set(id, n);
+      if (n >= gen.get(id)!) scheduler.remove(id);
+    }
+  }
+  return plans;
+}
+
+t.test('admits first come first served into free slots and reuses freed slots', async (t) => {
+  const s = new Scheduler({ slots: 2, stepTokenBudget: 64, queueLength: 8 });
+  for (const id of [1, 2, 3]) t.ok(s.submit({ id, promptLength: 4 }));
+  const first = s.plan();
+  t.same(first.admitted, [{ id: 1, slot: 0 }, { id: 2, slot: 1 }]);
+  t.equal(s.queued, 1);
+  s.commit(first);
+  t.equal(s.remove(1), 0, 'removing a running request frees its slot');
+  const second = s.plan();
+  t.same(second.admitted, [{ id: 3, slot: 0 }], 'the waiting request takes the freed slot');
+  t.same(second.decode.map((d) => d.id), [2]);
+});
+
+t.test('chunked prefill stays within the step budget and never stalls decoding', async (t) => {
+  const s = new Scheduler({ slots: 4, stepTokenBudget: 16, queueLength: 8 });
+  s.submit({ id: 1, promptLength: 3 });
+  s.commit(s.plan()); // prompt 1 done: decoding from now on
+  s.submit({ id: 2, promptLength: 40 });
+  s.submit({ id: 3, promptLength: 6 });
+  const chunks: number[][] = [];
+  for (let i = 0; i < 3; i++) {
+    const plan = s.plan();
+    t.ok(plan.tokens <= 16, `step ${i} within budget (${plan.tokens})`);
+    t.same(plan.decode.map((d) => d.id).includes(1), true, `step ${i} decodes the generating sequence`);
+    chunks.push(plan.prefill.map((p) => p.count));
+    s.commit(plan);
+  }
+  // Budget 16 - 1 decode = 15 for prompts: request 2 (oldest) is served first, then request 3.
+  t.same(chunks[0], [15]);
+  t.same(chunks[1], [15], 'request 2 continues; request 2 is older so 3 waits for budget');
+  t.same(chunks[2], [10, 5], 'request 2 finishes its prompt, request 3 starts with what is left');
+  const last = s.plan();
+  t.same(last.decode.map((d) => d.id), [1, 2], 'request 2 now decodes');
+  t.same(last.prefill.map((p) => [p.id, p.start, p.count, p.last]), [[3, 5, 1, true]]);
+});
+
+t.test('every request completes: no starvation under a stream of arrivals', async (t) => {
+  const s = new Scheduler({ slots: 2, stepTokenBudget: 8, queueLength: 100 });
+  const gen = new Map<number, number>();
+  for (let id = 1; id <= 20; id++) {
+    s.submit({ id, promptLength: 1 + ((id * 7) % 13) });
+    gen.set(id, 1 + (id % 5));
+  }
+  const plans = fakeEngineRun(s, gen);
+  const admittedOrder = plans.flatMap((p) => p.admitted.map((a) => a.id));
+  t.same(admittedOrder, Array.from({ length: 20 }, (_, i) => i + 1), 'admitted in arrival order');
+  t.equal(s.busySlots, 0);
+  t.equal(s.queued, 0);
+});
+
+t.test('cancellation removes waiting and running requests', async (t) => {
+  const s = new Scheduler({ slots: 1, stepTokenBudget: 8, queueLength: 4 });
+  s.submit({ id: 1, promptLength: 2 });
+  s.submit({ id: 2, promptLength: 2 });
+  s.commit(s.plan());
+  t.equal(s.remove(2), -1, 'a waiting request holds no slot');
+  t.equal(s.remove(1), 0, 'a running one frees its slot');
+  t.equal(s.remove(1), undefined, 'unknown after removal');
+  t.equal(s.plan().tokens, 0, 'nothing left to do');
+});
+
+t.test('the queue is bounded', async (t) => {
+  const s = new Scheduler({ slots: 1, stepTokenBudget: 8, queueLength: 2 });
+  t.ok(s.submit({ id: 1, promptLength: 2 }));
+  t.ok(s.submit({ id: 2, promptLength: 2 }));
+  t.ok(s.submit({ id: 3, promptLength: 2 }), 'a free slot counts: one can be admitted at the next step');
+  t.notOk(s.submit({ id: 4, promptLength: 2 }), 'full: refused');
+  s.plan();
+  t.equal(s.queued, 2);
+  t.notOk(s.submit({ id: 5, promptLength: 2 }), 'still full once the slot is taken');
+  s.remove(1);
+  t.ok(s.submit({ id: 6, promptLength: 2 }), 'room again after a request leaves');
+});
+
+t.test('paused sequences are left out until resumed', async (t) => {
+  const s = new Scheduler({ slots: 2, stepTokenBudget: 8, queueLength: 2 });
+  s.submit({ id: 1, promptLength: 1 });
+  s.submit({ id: 2, promptLength: 1 });
+  s.commit(s.plan());
+  s.setPaused(1, true);
+  t.same(s.plan().decode.map((d) => d.id), [2]);
+  s.setPaused(1, false);
+  t.same(s.plan().decode.map((d) => d.id), [1, 2]);
+});
+
+t.test('rejects a budget that decoding alone could exhaust', async (t) => {
+  t.throws(() => new Scheduler({ slots: 8, stepTokenBudget: 8, queueLength: 1 }), RangeError);
+});
