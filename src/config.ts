@@ -3,9 +3,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parse as parseToml, TomlError } from 'smol-toml';
+import { projectRoot } from './paths.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -180,17 +180,9 @@ function readLayer(file: string, source: string): Layer {
   }
 }
 
-let defaultsPath: string | undefined;
 /** config/pensieve.toml of the package: found by walking up from this module (src/ or dist/src/). */
 export function defaultConfigFile(): string {
-  if (defaultsPath) return defaultsPath;
-  const start = path.dirname(fileURLToPath(import.meta.url));
-  for (let dir = start; ; dir = path.dirname(dir)) {
-    const pkg = path.join(dir, 'package.json');
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'pensieve')
-      return (defaultsPath = path.join(dir, 'config', 'pensieve.toml'));
-    if (path.dirname(dir) === dir) throw new ConfigError(`config: no pensieve package.json above ${start}`);
-  }
+  return path.join(projectRoot, 'config', 'pensieve.toml');
 }
 
 const home = (env: NodeJS.ProcessEnv) => env.HOME || env.USERPROFILE || os.homedir();

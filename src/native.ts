@@ -56,6 +56,8 @@ export interface SamplerOptions {
   topP: number;
   topK: number;
   seed: number;
+  /** Tokens never sampled. */
+  banned?: Int32Array;
 }
 
 export interface NativeContext {

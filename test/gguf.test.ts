@@ -104,6 +104,7 @@ t.test('writer rejects malformed tensors', async (t) => {
   await t.rejects(writeGguf(path, { metadata, tensors: [ragged] }), /block size/);
   const short: GgufTensorSource = { name: 's', dims: [4], type: GgmlType.F32, data: () => [Buffer.alloc(8)] };
   await t.rejects(writeGguf(path, { metadata, tensors: [short] }), /wrong byte count/);
+  await t.rejects(stat(path), 'no partial file is left');
   const twice = patternTensor('x', [4], GgmlType.F32);
   await t.rejects(writeGguf(path, { metadata, tensors: [twice, twice] }), /duplicate/);
 });

@@ -51,7 +51,8 @@ const context: NativeContext = new addon.Context(model, {
   threads: settings.threads,
 });
 const pieces = model.tokenPieces();
-const endOfGeneration = new Set(model.info().eogTokens);
+const eogTokens = model.info().eogTokens;
+const endOfGeneration = new Set(eogTokens);
 const scheduler = new Scheduler({ slots: settings.slots, stepTokenBudget: settings.stepTokenBudget, queueLength: settings.queueLength });
 const doorbell = new Int32Array(doorbellBuffer);
 const status = new Int32Array(statusBuffer, 0, STATUS_WORDS);
@@ -104,6 +105,11 @@ function finish(seq: Sequence, stopReason: StopReason, stopSequenceIndex = -1): 
     const rest = seq.text.finish();
     if (rest.length > 0) emit(seq, { token: -1, text: encoder.encode(rest) });
   }
+  // Free the slot before the final record is out, so a reader that sees the end also sees the slot free.
+  const slot = scheduler.remove(seq.id);
+  if (slot !== undefined && slot >= 0) context.seqRemove(slot, -1, -1);
+  sequences.delete(seq.id);
+  publishStatus();
   const end = now();
   const firstTokenAt = seq.firstTokenAt || end;
   const admittedAt = seq.admittedAt || end;
@@ -117,9 +123,6 @@ function finish(seq: Sequence, stopReason: StopReason, stopSequenceIndex = -1): 
     prefillMs: firstTokenAt - admittedAt,
     decodeMs: end - firstTokenAt,
   });
-  const slot = scheduler.remove(seq.id);
-  if (slot !== undefined && slot >= 0) context.seqRemove(slot, -1, -1);
-  sequences.delete(seq.id);
   if (seq.backlog.length > 0) draining.add(seq);
 }
 
@@ -189,7 +192,9 @@ function runStep(plan: StepPlan): void {
     seq.slot = slot;
     seq.admittedAt = now();
     const p = seq.params;
-    context.configureSampler(slot, { temperature: p.temperature ?? 0, topP: p.topP ?? 1, topK: p.topK ?? 0, seed: p.seed ?? 0 });
+    context.configureSampler(slot, {
+      temperature: p.temperature ?? 0, topP: p.topP ?? 1, topK: p.topK ?? 0, seed: p.seed ?? 0, banned: p.ignoreEos ? eogTokens : undefined,
+    });
   }
   let n = 0;
   let nSample = 0;

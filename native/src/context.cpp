@@ -58,7 +58,7 @@ void Context::release() {
   modelRef_.Reset();
 }
 
-// configureSampler(seq, { temperature, topP, topK, seed })
+// configureSampler(seq, { temperature, topP, topK, seed, banned?: Int32Array })
 Napi::Value Context::Configure(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const uint32_t seq = info[0].ToNumber().Uint32Value();
@@ -69,6 +69,10 @@ Napi::Value Context::Configure(const Napi::CallbackInfo& info) {
   if (o.Has("topP")) p.topP = o.Get("topP").ToNumber().FloatValue();
   if (o.Has("topK")) p.topK = o.Get("topK").ToNumber().Int32Value();
   if (o.Has("seed")) p.seed = o.Get("seed").ToNumber().Uint32Value();
+  if (o.Has("banned") && o.Get("banned").IsTypedArray()) {
+    auto banned = o.Get("banned").As<Napi::Int32Array>();
+    p.banned.assign(banned.Data(), banned.Data() + banned.ElementLength());
+  }
   samplers_[seq]->configure(p);
   return env.Undefined();
 }
@@ -110,7 +114,7 @@ Napi::Value Context::Decode(const Napi::CallbackInfo& info) {
   const int32_t status = llama_decode(ctx_, batch_);
   if (status != 0) return Napi::Number::New(env, status);
   for (int32_t j = 0; j < nSample; j++) {
-    const float* logits = llama_get_logits_ith(ctx_, sampleAt[j]);
+    float* logits = llama_get_logits_ith(ctx_, sampleAt[j]);
     sampled[j] = samplers_[batch_.seq_id[sampleAt[j]][0]]->sample(logits, nVocab_);
   }
   return Napi::Number::New(env, 0);

@@ -1,6 +1,7 @@
 #include "sampler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 
 SlotSampler::~SlotSampler() {
@@ -45,7 +46,10 @@ void SlotSampler::collectCandidates(const float* logits, int32_t nVocab) {
   std::sort(candidates_.begin(), candidates_.end(), greater);
 }
 
-llama_token SlotSampler::sample(const float* logits, int32_t nVocab) {
+llama_token SlotSampler::sample(float* logits, int32_t nVocab) {
+  for (llama_token id : params_.banned) {
+    if (id >= 0 && id < nVocab) logits[id] = -INFINITY;
+  }
   if (!chain_) {
     return (llama_token)(std::max_element(logits, logits + nVocab) - logits);
   }

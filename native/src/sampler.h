@@ -9,6 +9,7 @@ struct SamplingParams {
   float topP = 1.0f;
   int32_t topK = 0;          // <= 0: no top-k cut
   uint32_t seed = 0;
+  std::vector<llama_token> banned;  // never sampled (e.g. end-of-generation tokens when ignoring EOS)
 };
 
 class SlotSampler {
@@ -19,7 +20,8 @@ class SlotSampler {
   ~SlotSampler();
 
   void configure(const SamplingParams& params);
-  llama_token sample(const float* logits, int32_t nVocab);
+  // Bans tokens by overwriting their logits in place (the row is this step's and is not read again).
+  llama_token sample(float* logits, int32_t nVocab);
 
  private:
   void collectCandidates(const float* logits, int32_t nVocab);

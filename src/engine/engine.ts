@@ -60,9 +60,10 @@ export class Engine {
     const status = new SharedArrayBuffer(STATUS_WORDS * 4);
     const data: EngineThreadData = { settings, commands: channel.port2, doorbell, status };
     const worker = startEngineThread({ workerData: data, transferList: [channel.port2] });
+    let model: ModelInfo;
     try {
-      await new Promise<void>((resolve, reject) => {
-        worker.once('message', () => resolve());
+      model = await new Promise<ModelInfo>((resolve, reject) => {
+        worker.once('message', (message: { model: ModelInfo }) => resolve(message.model));
         worker.once('error', reject);
         worker.once('exit', (code) => reject(new Error(`engine thread exited during startup (code ${code})`)));
       });
@@ -72,7 +73,7 @@ export class Engine {
     }
     worker.removeAllListeners('exit');
     worker.removeAllListeners('error');
-    const engine = new Engine(settings, vocab.info(), vocab, worker, channel.port1, doorbell, status);
+    const engine = new Engine(settings, model, vocab, worker, channel.port1, doorbell, status);
     worker.on('error', (err) => engine.onThreadDied(err));
     worker.on('exit', (code) => engine.onThreadDied(new Error(`engine thread exited (code ${code})`)));
     return engine;

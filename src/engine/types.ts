@@ -12,6 +12,8 @@ export interface GenerateParams {
   /** <= 0: no top-k cut. */
   topK?: number;
   seed?: number;
+  /** Never end on the model's end-of-generation tokens (they are not sampled); for benchmarks. */
+  ignoreEos?: boolean;
   /** Matched on the generated text, across token boundaries; never emitted. */
   stopSequences?: string[];
 }

@@ -6,7 +6,7 @@
  * padding up to `general.alignment`, then tensor data, each tensor padded to the alignment.
  * Everything is little-endian; strings are a u64 byte length followed by UTF-8 bytes.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 
 const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 const GGUF_VERSION = 3;
@@ -15,8 +15,8 @@ const DEFAULT_ALIGNMENT = 32;
 const MAX_TENSOR_NAME_BYTES = 63;
 const MAX_DIMS = 4;
 
-type NumberType = 'uint8' | 'int8' | 'uint16' | 'int16' | 'uint32' | 'int32' | 'float32' | 'float64';
-type BigIntType = 'uint64' | 'int64';
+export type NumberType = 'uint8' | 'int8' | 'uint16' | 'int16' | 'uint32' | 'int32' | 'float32' | 'float64';
+export type BigIntType = 'uint64' | 'int64';
 export type GgufScalarType = NumberType | BigIntType | 'bool' | 'string';
 
 /** A metadata value with its GGUF type, so it can be written back exactly as read. */
@@ -153,6 +153,7 @@ export function f16BitsToF32(bits: number): number {
 export function encodeTensorData(values: Float32Array, type: GgmlType, out: Buffer): number {
   const length = tensorByteLength([values.length], type);
   if (out.length < length) throw new Error(`output buffer too small: ${out.length} < ${length}`);
+  // A plain copy: the host's floats are little-endian wherever llama.cpp runs.
   if (type === GgmlType.F32) out.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
   else if (type === GgmlType.F16) encodeF16(values, out);
   else encodeQ8_0(values, out);
@@ -514,13 +515,13 @@ class FileAppender {
 
 async function writeTensorData(out: FileAppender, tensor: GgufTensorSource, alignment: number): Promise<void> {
   const expected = tensorByteLength(tensor.dims, tensor.type);
-  let written = 0;
+  let received = 0;
   for await (const chunk of tensor.data()) {
-    if (written + chunk.length > expected) break;
+    received += chunk.length;
+    if (received > expected) break;
     await out.write(chunk);
-    written += chunk.length;
   }
-  if (written !== expected) {
+  if (received !== expected) {
     throw new Error(`tensor ${tensor.name}: data source gave a wrong byte count, expected ${expected}`);
   }
   await out.padTo(alignment);
@@ -529,6 +530,7 @@ async function writeTensorData(out: FileAppender, tensor: GgufTensorSource, alig
 /**
  * Writes a GGUF v3 file, streaming tensor data from each source in turn, so the whole model is
  * never held in memory. The alignment is general.alignment when set, else llama.cpp's default 32.
+ * A failed write removes the partial file.
  */
 export async function writeGguf(path: string, file: GgufFile): Promise<void> {
   validateTensors(file.tensors);
@@ -538,7 +540,10 @@ export async function writeGguf(path: string, file: GgufFile): Promise<void> {
     const out = new FileAppender(fh);
     await out.write(encodeHeader(file, alignment));
     for (const tensor of file.tensors) await writeTensorData(out, tensor, alignment);
-  } finally {
+  } catch (err) {
     await fh.close();
+    await rm(path, { force: true });
+    throw err;
   }
+  await fh.close();
 }

@@ -1,0 +1,304 @@
+// Engine benchmark: Pensieve's engine against llama.cpp's own llama-batched-bench, same model, same llama.cpp
+// source, same threads, same context/batch sizes, unified KV cache on both sides.
+//
+//   npm run bench:engine -- [--model PATH] [--threads N] [--prefill N] [--gen N] [--parallel 1,2,4,8,16] [--repeats N]
+//
+// The two sides run alternately (never at once), each warmed up once; every figure is the median of the
+// repeats. Output is Markdown, so it can be pasted into bench/RESULTS.md.
+import { spawnSync, execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Engine } from '../src/engine/engine.js';
+import type { FinalStats } from '../src/engine/types.js';
+import { buildLlamaTools, llamaSourceDir, repoRoot } from './llama-tools.js';
+
+const BATCH = 512; // -b and -ub for llama.cpp; batchSize, ubatchSize and stepTokenBudget for Pensieve
+const TARGETS = { singleDecode: 0.97, aggregateAt8: 1.0 };
+
+interface Options {
+  model: string;
+  threads: number;
+  prefill: number;
+  gen: number;
+  parallel: number[];
+  repeats: number;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      model: { type: 'string' },
+      threads: { type: 'string' },
+      prefill: { type: 'string' },
+      gen: { type: 'string' },
+      parallel: { type: 'string' },
+      repeats: { type: 'string' },
+    },
+  });
+  const int = (name: string, value: string | undefined, fallback: number): number => {
+    if (value === undefined) return fallback;
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${value}"`);
+    return n;
+  };
+  const model = values.model ? resolve(values.model) : resolve(repoRoot, '../shared/models/random-qwen2-small-100m-q8_0.gguf');
+  if (!existsSync(model)) {
+    throw new Error(`model not found: ${model}\n(pass --model PATH; the default is ../shared/models/random-qwen2-small-100m-q8_0.gguf next to the repository)`);
+  }
+  const parallel = (values.parallel ?? '1,2,4,8,16').split(',').map((s) => int('parallel', s.trim(), 1));
+  if (!parallel.includes(1)) parallel.unshift(1); // the single-stream figures come from the level-1 run
+  return {
+    model,
+    threads: int('threads', values.threads, availableParallelism()),
+    prefill: int('prefill', values.prefill, 512),
+    gen: int('gen', values.gen, 128),
+    parallel: [...new Set(parallel)].sort((a, b) => a - b),
+    repeats: int('repeats', values.repeats, 3),
+  };
+}
+
+/** One repeat's figures from one side, in tokens per second. */
+interface Figures {
+  prefill: number;
+  decode: number;
+  /** Aggregate decode rate by parallel level. */
+  aggregate: Map<number, number>;
+}
+
+// ---- llama.cpp side ----
+
+function llamaArgs(o: Options, gen: number): string[] {
+  const maxParallel = Math.max(...o.parallel);
+  return [
+    '-m', o.model, '-t', String(o.threads), '-tb', String(o.threads),
+    // Context for the largest level, as on our side: slots x (prompt + generation).
+    '-c', String(maxParallel * (o.prefill + o.gen)), '-b', String(BATCH), '-ub', String(BATCH),
+    '-kvu', '-npp', String(o.prefill), '-ntg', String(gen), '-npl', o.parallel.join(','),
+    '--output-format', 'jsonl',
+  ];
+}
+
+function runLlama(bin: string, o: Options, gen = o.gen): Figures {
+  const result = spawnSync(join(bin, 'llama-batched-bench'), llamaArgs(o, gen), { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (result.status !== 0) {
+    throw new Error(`llama-batched-bench failed (status ${result.status}):\n${(result.stderr ?? '').slice(-3000)}`);
+  }
+  const rows = `${result.stdout}\n${result.stderr}`
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as { pl: number; speed_pp: number; speed_tg: number });
+  const single = rows.find((r) => r.pl === 1);
+  if (!single) throw new Error(`llama-batched-bench printed no result for 1 sequence:\n${result.stdout}`);
+  return { prefill: single.speed_pp, decode: single.speed_tg, aggregate: new Map(rows.map((r) => [r.pl, r.speed_tg])) };
+}
+
+// ---- Pensieve side ----
+
+interface SequenceRun {
+  /** Arrival time (ms, performance.now) of each generated token on this thread. */
+  times: number[];
+  final: FinalStats;
+}
+
+/** Deterministic PRNG (mulberry32), so every run uses the same prompts. */
+function rng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+// Ids in the middle of the vocabulary: ordinary BPE pieces, far from the special/end-of-generation tokens.
+function randomPrompt(next: () => number, length: number, vocabSize: number): Int32Array {
+  const lo = 1000;
+  const hi = Math.min(30000, vocabSize);
+  return Int32Array.from({ length }, () => lo + Math.floor(next() * (hi - lo)));
+}
+
+/** Runs the prompts as concurrent generations (submitted together) and times every token's arrival. */
+function runSequences(engine: Engine, prompts: Int32Array[], gen: number): Promise<SequenceRun[]> {
+  return Promise.all(
+    prompts.map(async (prompt) => {
+      const times: number[] = [];
+      let final: FinalStats | undefined;
+      for await (const ev of engine.generate(prompt, { maxTokens: gen, temperature: 0 })) {
+        if (ev.type === 'final') final = ev;
+        else if (ev.token >= 0) times.push(performance.now()); // token -1: text flushed at the end, no token
+      }
+      return { times, final: final! };
+    }),
+  );
+}
+
+/**
+ * Aggregate decode rate the way batched-bench's S_TG counts it: tokens generated while ALL sequences are
+ * decoding, over that phase's duration. Our prompts are prefilled in turn (one 512-token chunk per step)
+ * while earlier sequences already decode, so the phase runs from the last sequence's first token to the
+ * first sequence's last token; tokens that arrived inside it are counted.
+ */
+function allDecodingRate(runs: SequenceRun[]): number {
+  const start = Math.max(...runs.map((r) => r.times[0]));
+  const end = Math.min(...runs.map((r) => r.times[r.times.length - 1]));
+  if (!(end > start)) return NaN;
+  let tokens = 0;
+  for (const r of runs) for (const t of r.times) if (t > start && t <= end) tokens++;
+  return tokens / ((end - start) / 1000);
+}
+
+class PensieveSide {
+  readonly earlyEnds: string[] = [];
+  private prompts: Int32Array[] = [];
+
+  private constructor(private readonly engine: Engine, private readonly o: Options) {}
+
+  static async start(o: Options): Promise<PensieveSide> {
+    const slots = Math.max(...o.parallel);
+    const engine = await Engine.start({
+      modelPath: o.model, gpuLayers: 0, slots, contextPerSlot: o.prefill + o.gen, stepTokenBudget: BATCH,
+      batchSize: BATCH, ubatchSize: BATCH, threads: o.threads, queueLength: slots, ringRecords: 256,
+    });
+    return new PensieveSide(engine, o);
+  }
+
+  /**
+   * Warm-up, which also picks the prompts: a random model may emit an end-of-generation token early; a
+   * prompt that does so here (all prompts at once, the largest level) is replaced by a fresh one.
+   */
+  async warmUp(): Promise<void> {
+    const next = rng(42);
+    const fresh = (): Int32Array => randomPrompt(next, this.o.prefill, this.engine.model.vocabSize);
+    this.prompts = Array.from({ length: Math.max(...this.o.parallel) }, fresh);
+    for (let round = 0; round < 5; round++) {
+      const runs = await runSequences(this.engine, this.prompts, this.o.gen);
+      const early = runs.flatMap((r, i) => (r.final.generatedTokens < this.o.gen ? [i] : []));
+      if (early.length === 0) return;
+      for (const i of early) this.prompts[i] = fresh();
+    }
+  }
+
+  async measure(): Promise<Figures> {
+    const aggregate = new Map<number, number>();
+    let prefill = NaN;
+    let decode = NaN;
+    for (const n of this.o.parallel) {
+      const runs = await runSequences(this.engine, this.prompts.slice(0, n), this.o.gen);
+      runs.forEach((r, i) => {
+        if (r.final.generatedTokens !== this.o.gen) {
+          this.earlyEnds.push(`${n} seqs, seq ${i}: ${r.final.generatedTokens}/${this.o.gen} tokens (${r.final.stopReason})`);
+        }
+      });
+      if (n === 1) {
+        const f = runs[0].final;
+        prefill = f.promptTokens / (f.prefillMs / 1000);
+        decode = (f.generatedTokens - 1) / (f.decodeMs / 1000);
+      }
+      aggregate.set(n, allDecodingRate(runs));
+    }
+    return { prefill, decode, aggregate };
+  }
+
+  close(): Promise<void> {
+    return this.engine.close();
+  }
+}
+
+// ---- report ----
+
+function median(values: number[]): number {
+  const s = values.filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+function medianFigures(runs: Figures[], parallel: number[]): Figures {
+  return {
+    prefill: median(runs.map((r) => r.prefill)),
+    decode: median(runs.map((r) => r.decode)),
+    aggregate: new Map(parallel.map((n) => [n, median(runs.map((r) => r.aggregate.get(n) ?? NaN))])),
+  };
+}
+
+const fmt = (v: number): string => (Number.isNaN(v) ? 'n/a' : v.toFixed(1));
+
+function machine(): string {
+  const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
+  const source = readFileSync(join(llamaSourceDir, '.pensieve-source'), 'utf8').trim();
+  let rev = 'unknown';
+  try {
+    rev = execFileSync('git', ['-C', llamaSourceDir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+  } catch {
+    // not a git checkout: leave the revision unknown
+  }
+  return `${availableParallelism()} cores, ${cpu}; llama.cpp from ${source} (${rev})`;
+}
+
+async function main(): Promise<void> {
+  const o = parseOptions();
+  const bin = buildLlamaTools(['llama-batched-bench']);
+  const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
+
+  log('warming up llama.cpp');
+  runLlama(bin, o, Math.min(o.gen, 16));
+  log('starting the Pensieve engine and warming it up');
+  const pensieve = await PensieveSide.start(o);
+  await pensieve.warmUp();
+
+  const llamaRuns: Figures[] = [];
+  const ourRuns: Figures[] = [];
+  try {
+    for (let i = 0; i < o.repeats; i++) {
+      log(`repeat ${i + 1}/${o.repeats}: llama.cpp`);
+      llamaRuns.push(runLlama(bin, o));
+      log(`repeat ${i + 1}/${o.repeats}: pensieve`);
+      ourRuns.push(await pensieve.measure());
+    }
+  } finally {
+    await pensieve.close();
+  }
+  const llama = medianFigures(llamaRuns, o.parallel);
+  const ours = medianFigures(ourRuns, o.parallel);
+
+  const rows: Array<[string, number, number]> = [
+    [`prefill tok/s (1 seq, ${o.prefill}-token prompt)`, llama.prefill, ours.prefill],
+    ['decode tok/s (1 seq)', llama.decode, ours.decode],
+    ...o.parallel.map((n): [string, number, number] => [`aggregate decode tok/s, ${n} seq${n > 1 ? 's' : ''}`, llama.aggregate.get(n)!, ours.aggregate.get(n)!]),
+  ];
+  const ratio = (a: number, b: number): number => b / a;
+  const out: string[] = [];
+  out.push(`model: ${o.model}`);
+  out.push(`threads: ${o.threads}; prompt ${o.prefill} tokens; ${o.gen} generated tokens per sequence; batch/ubatch ${BATCH}; ` +
+    `KV ${Math.max(...o.parallel)} x ${o.prefill + o.gen} cells (unified); median of ${o.repeats}`);
+  out.push(`machine: ${machine()}`);
+  out.push('');
+  out.push('| metric | llama.cpp | pensieve | ratio (pensieve / llama.cpp) |');
+  out.push('| --- | ---: | ---: | ---: |');
+  for (const [name, a, b] of rows) out.push(`| ${name} | ${fmt(a)} | ${fmt(b)} | ${ratio(a, b).toFixed(3)} |`);
+  out.push('');
+  const check = (name: string, value: number, target: number): string =>
+    `- ${name}: ${Number.isNaN(value) ? 'n/a' : value.toFixed(3)} (target >= ${target}) ${value >= target ? 'PASS' : 'FAIL'}`;
+  out.push(check('single-stream decode ratio', ratio(llama.decode, ours.decode), TARGETS.singleDecode));
+  if (o.parallel.includes(8)) {
+    out.push(check('aggregate decode ratio at 8 sequences', ratio(llama.aggregate.get(8)!, ours.aggregate.get(8)!), TARGETS.aggregateAt8));
+  }
+  out.push('');
+  out.push('Definitions. llama.cpp: llama-batched-bench S_PP and S_TG (S_TG = sequences x generated tokens / time of the ' +
+    'decode phase, which starts after all prompts are prefilled). Pensieve: prefill = prompt tokens / final.prefillMs ' +
+    '(admission to first token); decode = (generated - 1) / final.decodeMs; aggregate = tokens that arrive while all ' +
+    'N sequences are decoding (after the last first token, up to the first last token) / that window\'s duration.');
+  if (pensieve.earlyEnds.length > 0) out.push('', `Sequences that ended early: ${pensieve.earlyEnds.join('; ')}`);
+  out.push('', `Per repeat, llama.cpp | pensieve (prefill, decode, aggregate at ${o.parallel.join('/')}):`);
+  for (let i = 0; i < o.repeats; i++) {
+    const row = (f: Figures): string => [f.prefill, f.decode, ...o.parallel.map((n) => f.aggregate.get(n)!)].map(fmt).join(' ');
+    out.push(`- ${i + 1}: ${row(llamaRuns[i])} | ${row(ourRuns[i])}`);
+  }
+  console.log(out.join('\n'));
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});

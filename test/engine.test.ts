@@ -1,0 +1,123 @@
+// The real engine (llama.cpp through the addon, on its own thread) on real GGUF files: the generated
+// tiny model always, the shared models when ../shared/models exists.
+import t from 'tap';
+import { PromptTooLongError } from '../src/engine/engine.js';
+import { complete, collect, startEngine, testModels } from './helpers/engine.js';
+
+const chat = (text: string): string => `<|im_start|>user\n${text}<|im_end|>\n<|im_start|>assistant\n`;
+
+for (const model of await testModels()) {
+  t.test(model.name, async (t) => {
+    const engine = await startEngine(model.path);
+    t.teardown(() => engine.close());
+    const prompts = Array.from({ length: 8 }, (_, i) => engine.tokenize(chat(`Question ${i}: ${'why '.repeat(i * 3)}?`)));
+
+    t.test('greedy generation is deterministic', async (t) => {
+      const a = await complete(engine, prompts[0], { maxTokens: 24, ignoreEos: true });
+      const b = await complete(engine, prompts[0], { maxTokens: 24, ignoreEos: true });
+      t.equal(a.final.generatedTokens, 24);
+      t.equal(a.final.stopReason, 'max_tokens');
+      t.same(b.tokens, a.tokens);
+      t.equal(b.text, a.text);
+      t.equal(a.text, engine.detokenize(a.tokens, { renderSpecial: false }), 'streamed text is the detokenized output');
+    });
+
+    t.test('8 concurrent requests all complete with the right lengths', async (t) => {
+      const lengths = [5, 12, 19, 26, 33, 40, 3, 16];
+      const results = await Promise.all(prompts.map((p, i) => complete(engine, p, { maxTokens: lengths[i], ignoreEos: true })));
+      t.same(results.map((r) => r.final.generatedTokens), lengths);
+      t.same(results.map((r) => r.tokens.length), lengths);
+      t.same(results.map((r) => r.final.promptTokens), prompts.map((p) => p.length));
+      t.equal(engine.status().slotsBusy, 0, 'every slot is free again');
+    });
+
+    t.test('a greedy sequence gives the same tokens alone as inside a batch of 8', async (t) => {
+      const greedy = [0, 2, 4, 6];
+      const alone = [];
+      for (const i of greedy) alone.push(await complete(engine, prompts[i], { maxTokens: 32, ignoreEos: true }));
+      // The other half of the batch samples at temperature 0.9, so the batch mixes both kinds of sequences.
+      const batch = await Promise.all(prompts.map((p, i) =>
+        complete(engine, p, i % 2 ? { maxTokens: 32, ignoreEos: true, temperature: 0.9, seed: i } : { maxTokens: 32, ignoreEos: true })));
+      t.same(greedy.map((i) => batch[i].tokens), alone.map((r) => r.tokens));
+      t.ok(alone.every((r) => r.tokens.length === 32));
+    });
+
+    t.test('seeded sampling is reproducible', async (t) => {
+      const params = { maxTokens: 16, ignoreEos: true, temperature: 0.9, topK: 40, topP: 0.95, seed: 7 };
+      const a = await complete(engine, prompts[3], params);
+      const b = await complete(engine, prompts[3], params);
+      const c = await complete(engine, prompts[3], { ...params, seed: 8 });
+      t.same(b.tokens, a.tokens);
+      t.notSame(c.tokens, a.tokens, 'another seed, another sample');
+    });
+
+    t.test('cancel frees the slot at once', async (t) => {
+      const controller = new AbortController();
+      let seen = 0;
+      const events = engine.generate(prompts[1], { maxTokens: 500, ignoreEos: true }, controller.signal);
+      const result = await collect((async function* () {
+        for await (const event of events) {
+          if (event.type === 'text' && ++seen === 3) controller.abort();
+          yield event;
+        }
+      })());
+      t.equal(result.final.stopReason, 'cancelled');
+      t.ok(result.final.generatedTokens < 500);
+      t.equal(engine.status().slotsBusy, 0);
+      const after = await complete(engine, prompts[2], { maxTokens: 4, ignoreEos: true });
+      t.equal(after.final.generatedTokens, 4, 'the engine keeps serving');
+    });
+
+    t.test('leaving the loop early cancels the generation', async (t) => {
+      for await (const event of engine.generate(prompts[4], { maxTokens: 500, ignoreEos: true })) {
+        if (event.type === 'text') break;
+      }
+      for (let i = 0; i < 100 && engine.status().slotsBusy > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      t.equal(engine.status().slotsBusy, 0);
+    });
+
+    t.test('a slow reader pauses its sequence and loses nothing', async (t) => {
+      const fast = await complete(engine, prompts[5], { maxTokens: 64, ignoreEos: true });
+      // The ring holds 64 records; a reader that sleeps lets it fill up many times over.
+      let text = '';
+      let final;
+      for await (const event of engine.generate(prompts[5], { maxTokens: 64, ignoreEos: true })) {
+        if (event.type === 'final') final = event;
+        else text += event.text;
+        if (text.length % 7 === 0) await new Promise((r) => setTimeout(r, 5));
+      }
+      t.equal(text, fast.text);
+      t.equal(final?.generatedTokens, 64);
+    });
+
+    t.test('stop sequences end generation and are not emitted', async (t) => {
+      const base = await complete(engine, prompts[6], { maxTokens: 40, ignoreEos: true });
+      const stop = base.text.slice(10, 14);
+      t.ok(stop.length > 0);
+      const stopped = await complete(engine, prompts[6], { maxTokens: 40, ignoreEos: true, stopSequences: ['never-there', stop] });
+      t.equal(stopped.final.stopReason, 'stop_sequence');
+      t.equal(stopped.final.stopSequenceIndex, 1);
+      t.equal(stopped.text, base.text.slice(0, base.text.indexOf(stop)));
+    });
+
+    t.test('a prompt longer than a slot is refused before queueing', async (t) => {
+      t.throws(() => engine.generate(new Int32Array(2000).fill(100), { maxTokens: 4 }), PromptTooLongError);
+    });
+
+    t.test('max_tokens is clamped to what the context leaves', async (t) => {
+      const long = new Int32Array(1020).fill(1000);
+      const result = await complete(engine, long, { maxTokens: 100, ignoreEos: true });
+      t.equal(result.final.generatedTokens, 1024 - 1020);
+      t.equal(result.final.stopReason, 'max_tokens');
+    });
+  });
+}
+
+t.test('a full queue is refused as overloaded', async (t) => {
+  const engine = await startEngine((await testModels())[0].path, { slots: 1, queueLength: 1, stepTokenBudget: 64, batchSize: 64, ubatchSize: 64 });
+  t.teardown(() => engine.close());
+  const prompt = engine.tokenize(chat('hello'));
+  const runs = [0, 1, 2].map(() => complete(engine, prompt, { maxTokens: 30, ignoreEos: true }));
+  const results = await Promise.all(runs);
+  t.same(results.map((r) => r.final.stopReason), ['max_tokens', 'max_tokens', 'overloaded']);
+});

@@ -1,0 +1,59 @@
+// Starting the real engine in tests, and running a generation to its end.
+import { Engine, type GenerationEvent } from '../../src/engine/engine.js';
+import type { EngineSettings, FinalStats, GenerateParams } from '../../src/engine/types.js';
+import { sharedModelPath, tinyModelPath } from './models.js';
+
+export interface TestModel {
+  name: string;
+  path: string;
+}
+
+/** The generated tiny model always; the shared real-shaped models when ../shared/models exists. */
+export async function testModels(): Promise<TestModel[]> {
+  const models: TestModel[] = [{ name: 'generated tiny qwen2', path: await tinyModelPath() }];
+  for (const file of ['random-qwen2-tiny-10m-q8_0.gguf', 'random-qwen2-small-100m-q8_0.gguf']) {
+    const path = sharedModelPath(file);
+    if (path) models.push({ name: `shared ${file}`, path });
+  }
+  return models;
+}
+
+export function startEngine(modelPath: string, settings: Partial<EngineSettings> = {}): Promise<Engine> {
+  return Engine.start({
+    modelPath,
+    gpuLayers: 0,
+    slots: 8,
+    contextPerSlot: 1024,
+    stepTokenBudget: 256,
+    batchSize: 256,
+    ubatchSize: 256,
+    threads: 2,
+    queueLength: 16,
+    ringRecords: 64,
+    ...settings,
+  });
+}
+
+export interface Completed {
+  text: string;
+  tokens: number[];
+  final: FinalStats;
+}
+
+export async function collect(events: AsyncIterable<GenerationEvent>): Promise<Completed> {
+  let text = '';
+  const tokens: number[] = [];
+  for await (const event of events) {
+    if (event.type === 'final') {
+      const { type: _type, ...final } = event;
+      return { text, tokens, final };
+    }
+    text += event.text;
+    if (event.token >= 0) tokens.push(event.token);
+  }
+  throw new Error('generation ended without a final record');
+}
+
+export function complete(engine: Engine, prompt: Int32Array, params: GenerateParams, signal?: AbortSignal): Promise<Completed> {
+  return collect(engine.generate(prompt, params, signal));
+}
