@@ -49,6 +49,8 @@ export interface ContextOptions {
   sequences: number;
   threads: number;
   threadsBatch?: number;
+  /** One KV buffer for all sequences instead of one stream per sequence (default false). */
+  kvUnified?: boolean;
 }
 
 export interface SamplerOptions {

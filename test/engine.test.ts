@@ -51,6 +51,14 @@ for (const model of await testModels()) {
       t.notSame(c.tokens, a.tokens, 'another seed, another sample');
     });
 
+    t.test('top_k 1 and a tiny top_p leave only the best token, as greedy does', async (t) => {
+      const greedy = await complete(engine, prompts[2], { maxTokens: 12, ignoreEos: true });
+      const topK = await complete(engine, prompts[2], { maxTokens: 12, ignoreEos: true, temperature: 1.5, topK: 1, seed: 5 });
+      const topP = await complete(engine, prompts[2], { maxTokens: 12, ignoreEos: true, temperature: 1.5, topP: 1e-9, seed: 5 });
+      t.same(topK.tokens, greedy.tokens);
+      t.same(topP.tokens, greedy.tokens);
+    });
+
     t.test('cancel frees the slot at once', async (t) => {
       const controller = new AbortController();
       let seen = 0;

@@ -19,7 +19,7 @@ static uint32_t optU32(const Napi::Object& o, const char* key, uint32_t fallback
   return o.Has(key) && o.Get(key).IsNumber() ? o.Get(key).ToNumber().Uint32Value() : fallback;
 }
 
-// new Context(model, { contextSize, batchSize, ubatchSize, sequences, threads, threadsBatch })
+// new Context(model, { contextSize, batchSize, ubatchSize, sequences, threads, threadsBatch, kvUnified })
 Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
   Napi::Env env = info.Env();
   Model* model = Model::Unwrap(info[0].As<Napi::Object>());
@@ -34,8 +34,10 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
   params.n_seq_max = optU32(opts, "sequences", 1);
   params.n_threads = (int32_t)optU32(opts, "threads", 4);
   params.n_threads_batch = (int32_t)optU32(opts, "threadsBatch", params.n_threads);
-  // One KV buffer shared by all sequences: cells can then hold a prefix common to several sequences.
-  params.kv_unified = true;
+  // One KV stream per sequence by default: each sequence's attention then runs over its own cells only,
+  // so a greedy sequence computes the same tokens alone as inside any batch. (In a unified cache the
+  // attention spans cells of other sequences too, masked, and its rounding changes with the batch.)
+  params.kv_unified = opts.Has("kvUnified") && opts.Get("kvUnified").ToBoolean();
   params.no_perf = true;
   ctx_ = llama_init_from_model(model->get(), params);
   if (!ctx_) NAPI_THROW_VOID(Napi::Error::New(env, "failed to create the llama.cpp context"));
@@ -44,7 +46,6 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
   batch_ = llama_batch_init(batchCapacity_, 0, 1);
   nVocab_ = llama_vocab_n_tokens(model->vocab());
   samplers_.resize(params.n_seq_max);
-  for (auto& s : samplers_) s = std::make_unique<SlotSampler>();
 }
 
 Context::~Context() { release(); }
@@ -73,7 +74,7 @@ Napi::Value Context::Configure(const Napi::CallbackInfo& info) {
     auto banned = o.Get("banned").As<Napi::Int32Array>();
     p.banned.assign(banned.Data(), banned.Data() + banned.ElementLength());
   }
-  samplers_[seq]->configure(p);
+  samplers_[seq].configure(p);
   return env.Undefined();
 }
 
@@ -115,7 +116,7 @@ Napi::Value Context::Decode(const Napi::CallbackInfo& info) {
   if (status != 0) return Napi::Number::New(env, status);
   for (int32_t j = 0; j < nSample; j++) {
     float* logits = llama_get_logits_ith(ctx_, sampleAt[j]);
-    sampled[j] = samplers_[batch_.seq_id[sampleAt[j]][0]]->sample(logits, nVocab_);
+    sampled[j] = samplers_[batch_.seq_id[sampleAt[j]][0]].sample(logits, nVocab_);
   }
   return Napi::Number::New(env, 0);
 }

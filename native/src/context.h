@@ -2,7 +2,6 @@
 // Used from exactly one thread (the engine thread).
 #pragma once
 #include <napi.h>
-#include <memory>
 #include <vector>
 #include "llama.h"
 #include "sampler.h"
@@ -29,5 +28,5 @@ class Context : public Napi::ObjectWrap<Context> {
   llama_batch batch_{};
   int32_t batchCapacity_ = 0;
   int32_t nVocab_ = 0;
-  std::vector<std::unique_ptr<SlotSampler>> samplers_;  // one per sequence id
+  std::vector<SlotSampler> samplers_;  // one per sequence id
 };
