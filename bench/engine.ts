@@ -206,6 +206,41 @@ class PensieveSide {
   }
 }
 
+// ---- other load on the machine ----
+
+/** CPU time (in clock ticks) used by the whole machine, and by this process with its finished children. */
+function cpuTicks(): { machine: number; ours: number } {
+  const [, ...fields] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).map(Number);
+  const idle = fields[3] + fields[4]; // idle + iowait
+  // /proc/self/stat: fields 14-17 are utime, stime, cutime, cstime (after the parenthesized name).
+  const own = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ').slice(11, 15).map(Number);
+  return { machine: fields.slice(0, 8).reduce((a, b) => a + b, 0) - idle, ours: own.reduce((a, b) => a + b, 0) };
+}
+
+/**
+ * Runs a measurement and says how many cores other processes kept busy meanwhile: on 2 cores even a
+ * little outside load wrecks llama.cpp's spinning thread barriers, so such repeats are redone.
+ */
+async function undisturbed<T>(what: string, measure: () => T | Promise<T>): Promise<T> {
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  for (let attempt = 1; ; attempt++) {
+    const before = cpuTicks();
+    const t0 = performance.now();
+    const result = await measure();
+    const after = cpuTicks();
+    const others = ((after.machine - before.machine) - (after.ours - before.ours)) / ticksPerSecond / ((performance.now() - t0) / 1000);
+    if (others < 0.15 || attempt === 5) {
+      if (others >= 0.15) disturbed.push(`${what}: other processes used ${others.toFixed(2)} cores`);
+      return result;
+    }
+    log(`${what}: other processes used ${others.toFixed(2)} cores meanwhile; waiting 30 s and measuring again`);
+    await new Promise((r) => setTimeout(r, 30_000));
+  }
+}
+
+const disturbed: string[] = [];
+const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
+
 // ---- report ----
 
 function median(values: number[]): number {
@@ -239,7 +274,6 @@ function machine(): string {
 async function main(): Promise<void> {
   const o = parseOptions();
   const bin = buildLlamaTools(['llama-batched-bench']);
-  const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
 
   log('warming up llama.cpp');
   runLlama(bin, o, Math.min(o.gen, 16));
@@ -252,9 +286,9 @@ async function main(): Promise<void> {
   try {
     for (let i = 0; i < o.repeats; i++) {
       log(`repeat ${i + 1}/${o.repeats}: llama.cpp`);
-      llamaRuns.push(runLlama(bin, o));
+      llamaRuns.push(await undisturbed(`llama.cpp repeat ${i + 1}`, () => runLlama(bin, o)));
       log(`repeat ${i + 1}/${o.repeats}: pensieve`);
-      ourRuns.push(await pensieve.measure());
+      ourRuns.push(await undisturbed(`pensieve repeat ${i + 1}`, () => pensieve.measure()));
     }
   } finally {
     await pensieve.close();
@@ -289,6 +323,7 @@ async function main(): Promise<void> {
     'decode phase, which starts after all prompts are prefilled). Pensieve: prefill = prompt tokens / final.prefillMs ' +
     '(admission to first token); decode = (generated - 1) / final.decodeMs; aggregate = tokens that arrive while all ' +
     'N sequences are decoding (after the last first token, up to the first last token) / that window\'s duration.');
+  if (disturbed.length > 0) out.push('', `WARNING, measured while the machine was busy: ${disturbed.join('; ')}`);
   if (pensieve.earlyEnds.length > 0) out.push('', `Sequences that ended early: ${pensieve.earlyEnds.join('; ')}`);
   out.push('', `Per repeat, llama.cpp | pensieve (prefill, decode, aggregate at ${o.parallel.join('/')}):`);
   for (let i = 0; i < o.repeats; i++) {

@@ -2,10 +2,13 @@
 // The `pensieve` command.
 import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
 import { ConfigError, loadConfig, type PensieveConfig } from './config.js';
 import { Engine } from './engine/engine.js';
 import { buildServer, type ServerState } from './server/app.js';
+import { PreparePool } from './chat/prepare-pool.js';
+import type { ModelInfo } from './api/models.js';
 import { physicalCores } from './system.js';
 import type { EngineSettings } from './engine/types.js';
 
@@ -41,6 +44,13 @@ export function engineSettings(config: PensieveConfig): EngineSettings {
   };
 }
 
+/** The model as the API names it: the file name without .gguf. */
+async function modelInfoOf(modelPath: string): Promise<ModelInfo> {
+  const { mtime } = await stat(modelPath);
+  const id = basename(modelPath).replace(/\.gguf$/i, '');
+  return { id, displayName: id, createdAt: mtime.toISOString() };
+}
+
 async function start(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -65,10 +75,11 @@ async function start(args: string[]): Promise<void> {
   if (!config.model.path) throw new UsageError('no model: pass --model PATH or set model.path in the config');
   if (!existsSync(config.model.path)) throw new UsageError(`model file not found: ${config.model.path}`);
 
-  const state: ServerState = {};
-  const app = buildServer(config, state);
-  await app.listen({ host: config.server.host, port: config.server.port });
   const settings = engineSettings(config);
+  const state: ServerState = {};
+  const pool = new PreparePool({ modelPath: settings.modelPath, threads: 2 });
+  const app = await buildServer({ config, state, pool, model: await modelInfoOf(settings.modelPath) });
+  await app.listen({ host: config.server.host, port: config.server.port });
   app.log.info({ model: settings.modelPath, slots: settings.slots, contextPerSlot: settings.contextPerSlot, threads: settings.threads }, 'loading model');
   try {
     state.engine = await Engine.start(settings);
@@ -76,6 +87,7 @@ async function start(args: string[]): Promise<void> {
     state.loadError = err as Error;
     app.log.error(err, 'failed to load the model');
     await app.close();
+    await pool.close();
     process.exitCode = 1;
     return;
   }
@@ -88,6 +100,7 @@ async function start(args: string[]): Promise<void> {
     app.log.info({ signal }, 'shutting down');
     await app.close();
     await state.engine?.close();
+    await pool.close();
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));

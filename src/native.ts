@@ -31,6 +31,8 @@ export interface TokenPieces {
   bytes: Uint8Array;
   /** Token t's bytes are bytes[offsets[t] .. offsets[t + 1]). */
   offsets: Uint32Array;
+  /** 1 for special tokens (control tokens such as end of turn), which are not plain text. */
+  special: Uint8Array;
 }
 
 export interface NativeModel {
@@ -60,6 +62,11 @@ export interface SamplerOptions {
   seed: number;
   /** Tokens never sampled. */
   banned?: Int32Array;
+  grammar?: string;
+  grammarLazy?: boolean;
+  grammarTriggerPatterns?: string[];
+  grammarTriggerTokens?: Int32Array;
+  grammarPrefill?: Int32Array;
 }
 
 export interface NativeContext {
@@ -77,9 +84,65 @@ export interface NativeContext {
   free(): void;
 }
 
+/** A conversation rendered with the model's chat template, and how to generate and read the answer. */
+export interface RenderedChat {
+  prompt: string;
+  format: number;
+  formatName: string;
+  /** GBNF that keeps tool calls valid; '' when none. */
+  grammar: string;
+  grammarLazy: boolean;
+  grammarTriggerPatterns: string[];
+  grammarTriggerTokens: Int32Array;
+  grammarPrefill: Int32Array;
+  /** Special tokens whose text the output parser must see (e.g. tool-call tags). */
+  preservedTokens: Int32Array;
+  additionalStops: string[];
+  generationPrompt: string;
+  parser: string;
+  supportsThinking: boolean;
+}
+
+export interface ChatRenderRequest {
+  /** OpenAI chat format, which llama.cpp's chat layer reads. */
+  messages: unknown[];
+  tools?: unknown[];
+  toolChoice?: 'auto' | 'required' | 'none';
+  parallelToolCalls?: boolean;
+  enableThinking?: boolean;
+}
+
+export interface NativeChatTemplates {
+  render(requestJson: string): RenderedChat;
+  caps(): Record<string, boolean>;
+}
+
+export interface ChatDiff {
+  reasoning?: string;
+  content?: string;
+  toolIndex?: number;
+  toolName?: string;
+  toolId?: string;
+  toolArguments?: string;
+}
+
+export interface NativeChatParser {
+  /** The changes since the last update, parsing all text so far; isPartial false for the last one. */
+  update(textAdded: string, isPartial: boolean): ChatDiff[];
+}
+
+export interface ChatParserOptions {
+  format: number;
+  generationPrompt: string;
+  parser: string;
+  parseToolCalls: boolean;
+}
+
 interface Addon {
   Model: new (path: string, options?: ModelOptions) => NativeModel;
   Context: new (model: NativeModel, options: ContextOptions) => NativeContext;
+  ChatTemplates: new (model: NativeModel, templateOverride?: string) => NativeChatTemplates;
+  ChatParser: new (options: ChatParserOptions) => NativeChatParser;
   systemInfo(): string;
 }
 

@@ -1,7 +1,7 @@
 // The real engine (llama.cpp through the addon, on its own thread) on real GGUF files: the generated
 // tiny model always, the shared models when ../shared/models exists.
 import t from 'tap';
-import { PromptTooLongError } from '../src/engine/engine.js';
+import { EngineOverloadedError, PromptTooLongError } from '../src/engine/engine.js';
 import { complete, collect, startEngine, testModels } from './helpers/engine.js';
 
 const chat = (text: string): string => `<|im_start|>user\n${text}<|im_end|>\n<|im_start|>assistant\n`;
@@ -125,7 +125,9 @@ t.test('a full queue is refused as overloaded', async (t) => {
   const engine = await startEngine((await testModels())[0].path, { slots: 1, queueLength: 1, stepTokenBudget: 64, batchSize: 64, ubatchSize: 64 });
   t.teardown(() => engine.close());
   const prompt = engine.tokenize(chat('hello'));
-  const runs = [0, 1, 2].map(() => complete(engine, prompt, { maxTokens: 30, ignoreEos: true }));
-  const results = await Promise.all(runs);
-  t.same(results.map((r) => r.final.stopReason), ['max_tokens', 'max_tokens', 'overloaded']);
+  const running = [0, 1].map(() => complete(engine, prompt, { maxTokens: 30, ignoreEos: true }));
+  t.throws(() => engine.generate(prompt, { maxTokens: 30 }), EngineOverloadedError, 'the third request is refused at once');
+  const results = await Promise.all(running);
+  t.same(results.map((r) => r.final.stopReason), ['max_tokens', 'max_tokens']);
+  t.equal((await complete(engine, prompt, { maxTokens: 2, ignoreEos: true })).final.generatedTokens, 2, 'accepted again once there is room');
 });

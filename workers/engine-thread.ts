@@ -29,6 +29,8 @@ interface Sequence {
   maxTokens: number;
   ring: RingWriter;
   text: TextStream;
+  /** Special tokens whose text this request shows. */
+  shownSpecial: Set<number>;
   slot: number;
   /** Records the ring had no room for yet; while any are here, the sequence is paused. */
   backlog: Array<{ token: number; text: Uint8Array } | FinalStats>;
@@ -70,7 +72,10 @@ const sampleAt = new Int32Array(settings.slots);
 const sampled = new Int32Array(settings.slots);
 const sampledFor: Sequence[] = new Array(settings.slots);
 
-function pieceOf(token: number): Uint8Array {
+const nothing = new Uint8Array(0);
+
+function pieceOf(seq: Sequence, token: number): Uint8Array {
+  if (pieces.special[token] && !seq.shownSpecial.has(token)) return nothing;
   return pieces.bytes.subarray(pieces.offsets[token], pieces.offsets[token + 1]);
 }
 
@@ -130,7 +135,7 @@ function onToken(seq: Sequence, token: number): void {
   seq.generated++;
   if (seq.generated === 1) seq.firstTokenAt = now();
   if (endOfGeneration.has(token)) return finish(seq, 'end_turn');
-  const chunk = seq.text.push(pieceOf(token));
+  const chunk = seq.text.push(pieceOf(seq, token));
   if (chunk.stopIndex >= 0) {
     if (chunk.text.length > 0) emit(seq, { token, text: encoder.encode(chunk.text) });
     return finish(seq, 'stop_sequence', chunk.stopIndex);
@@ -149,6 +154,7 @@ function submit(command: Extract<EngineCommand, { type: 'submit' }>): void {
     maxTokens: Math.min(command.params.maxTokens, contextLeft),
     ring: new RingWriter(command.ring),
     text: new TextStream(command.params.stopSequences ?? []),
+    shownSpecial: new Set(command.params.shownSpecialTokens ?? []),
     slot: -1,
     backlog: [],
     lastToken: -1,
@@ -186,15 +192,41 @@ function resumeReaders(): void {
   for (const seq of draining) if (drainBacklog(seq)) draining.delete(seq);
 }
 
+function configureSampler(seq: Sequence): boolean {
+  const p = seq.params;
+  try {
+    context.configureSampler(seq.slot, {
+      temperature: p.temperature ?? 0,
+      topP: p.topP ?? 1,
+      topK: p.topK ?? 0,
+      seed: p.seed ?? 0,
+      banned: p.ignoreEos ? eogTokens : undefined,
+      grammar: p.grammar?.gbnf,
+      grammarLazy: p.grammar?.lazy,
+      grammarTriggerPatterns: p.grammar?.triggerPatterns,
+      grammarTriggerTokens: p.grammar?.triggerTokens,
+      grammarPrefill: p.grammar?.prefill,
+    });
+    return true;
+  } catch (err) {
+    console.error(`pensieve engine: request ${seq.id}: ${(err as Error).message}`);
+    finish(seq, 'error');
+    return false;
+  }
+}
+
+function withoutSequence(plan: StepPlan, id: number): StepPlan {
+  const prefill = plan.prefill.filter((p) => p.id !== id);
+  const decode = plan.decode.filter((d) => d.id !== id);
+  return { ...plan, prefill, decode, tokens: decode.length + prefill.reduce((n, p) => n + p.count, 0) };
+}
+
 function runStep(plan: StepPlan): void {
   for (const { id, slot } of plan.admitted) {
     const seq = sequences.get(id)!;
     seq.slot = slot;
     seq.admittedAt = now();
-    const p = seq.params;
-    context.configureSampler(slot, {
-      temperature: p.temperature ?? 0, topP: p.topP ?? 1, topK: p.topK ?? 0, seed: p.seed ?? 0, banned: p.ignoreEos ? eogTokens : undefined,
-    });
+    if (!configureSampler(seq)) plan = withoutSequence(plan, id);
   }
   let n = 0;
   let nSample = 0;
@@ -220,6 +252,7 @@ function runStep(plan: StepPlan): void {
       sampledFor[nSample++] = seq;
     }
   }
+  if (n === 0) return;
   const result = context.decode(batchTokens, batchPositions, batchSeqIds, n, sampleAt, nSample, sampled);
   if (result !== 0) {
     // llama.cpp could not place the batch (no KV room, or aborted): fail the sequences in it, keep serving.

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include "chat_parser.h"
+#include "chat_templates.h"
 #include "context.h"
 #include "model.h"
 
@@ -28,6 +30,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   });
   exports.Set("Model", Model::Define(env));
   exports.Set("Context", Context::Define(env));
+  exports.Set("ChatTemplates", ChatTemplates::Define(env));
+  exports.Set("ChatParser", ChatParser::Define(env));
   exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
   return exports;
 }

@@ -44,7 +44,8 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
 
   batchCapacity_ = (int32_t)params.n_batch;
   batch_ = llama_batch_init(batchCapacity_, 0, 1);
-  nVocab_ = llama_vocab_n_tokens(model->vocab());
+  vocab_ = model->vocab();
+  nVocab_ = llama_vocab_n_tokens(vocab_);
   samplers_.resize(params.n_seq_max);
 }
 
@@ -59,7 +60,14 @@ void Context::release() {
   modelRef_.Reset();
 }
 
-// configureSampler(seq, { temperature, topP, topK, seed, banned?: Int32Array })
+static std::vector<llama_token> tokensOf(const Napi::Object& o, const char* key) {
+  if (!o.Has(key) || !o.Get(key).IsTypedArray()) return {};
+  auto a = o.Get(key).As<Napi::Int32Array>();
+  return std::vector<llama_token>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// configureSampler(seq, { temperature, topP, topK, seed, banned?, grammar?, grammarLazy?,
+//   grammarTriggerPatterns?, grammarTriggerTokens?, grammarPrefill? }): throws when the grammar does not parse.
 Napi::Value Context::Configure(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const uint32_t seq = info[0].ToNumber().Uint32Value();
@@ -70,11 +78,21 @@ Napi::Value Context::Configure(const Napi::CallbackInfo& info) {
   if (o.Has("topP")) p.topP = o.Get("topP").ToNumber().FloatValue();
   if (o.Has("topK")) p.topK = o.Get("topK").ToNumber().Int32Value();
   if (o.Has("seed")) p.seed = o.Get("seed").ToNumber().Uint32Value();
-  if (o.Has("banned") && o.Get("banned").IsTypedArray()) {
-    auto banned = o.Get("banned").As<Napi::Int32Array>();
-    p.banned.assign(banned.Data(), banned.Data() + banned.ElementLength());
+  p.banned = tokensOf(o, "banned");
+  GrammarParams g;
+  if (o.Has("grammar") && o.Get("grammar").IsString()) g.grammar = o.Get("grammar").As<Napi::String>().Utf8Value();
+  g.lazy = o.Has("grammarLazy") && o.Get("grammarLazy").ToBoolean();
+  if (o.Has("grammarTriggerPatterns") && o.Get("grammarTriggerPatterns").IsArray()) {
+    auto patterns = o.Get("grammarTriggerPatterns").As<Napi::Array>();
+    for (uint32_t i = 0; i < patterns.Length(); i++) g.triggerPatterns.push_back(patterns.Get(i).ToString().Utf8Value());
   }
-  samplers_[seq].configure(p);
+  g.triggerTokens = tokensOf(o, "grammarTriggerTokens");
+  g.prefill = tokensOf(o, "grammarPrefill");
+  try {
+    samplers_[seq].configure(p, vocab_, g);
+  } catch (const std::exception& e) {
+    NAPI_THROW(Napi::Error::New(env, e.what()), env.Undefined());
+  }
   return env.Undefined();
 }
 

@@ -27,6 +27,7 @@ class Context : public Napi::ObjectWrap<Context> {
   llama_context* ctx_ = nullptr;
   llama_batch batch_{};
   int32_t batchCapacity_ = 0;
+  const llama_vocab* vocab_ = nullptr;
   int32_t nVocab_ = 0;
   std::vector<SlotSampler> samplers_;  // one per sequence id
 };

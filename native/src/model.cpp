@@ -2,6 +2,7 @@
 
 #include <string>
 #include <vector>
+#include <algorithm>
 
 Napi::Function Model::Define(Napi::Env env) {
   return DefineClass(env, "Model", {
@@ -71,27 +72,33 @@ Napi::Value Model::Detokenize(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, text);
 }
 
-// tokenPieces(): { bytes: Uint8Array, offsets: Uint32Array } with the output bytes of every token, so the
-// engine thread can turn sampled tokens into text without a call into the addon per token. Control tokens
-// (end of turn and the like) render as nothing, as they are not part of the text.
+static std::string pieceOf(const llama_vocab* vocab, llama_token id, bool special) {
+  char buf[256];
+  int32_t n = llama_token_to_piece(vocab, id, buf, sizeof(buf), 0, special);
+  if (n >= 0) return std::string(buf, n);
+  std::string big(-n, '\0');
+  n = llama_token_to_piece(vocab, id, big.data(), (int32_t)big.size(), 0, special);
+  big.resize(n);
+  return big;
+}
+
+// tokenPieces(): { bytes: Uint8Array, offsets: Uint32Array, special: Uint8Array } with the output bytes
+// of every token, so the engine thread turns sampled tokens into text without a call into the addon per
+// token. Special tokens (special[t] = 1) have their text here too; the engine shows it only for the
+// tokens a request's chat format needs to see (e.g. a tool-call tag), as they are not plain text.
 Napi::Value Model::TokenPieces(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ensureLoaded(env);
   if (env.IsExceptionPending()) return env.Undefined();
   const int32_t nVocab = llama_vocab_n_tokens(vocab_);
-  std::vector<char> bytes;
+  std::string bytes;
   auto offsets = Napi::Uint32Array::New(env, nVocab + 1);
-  char buf[256];
+  auto special = Napi::Uint8Array::New(env, nVocab);
   for (llama_token id = 0; id < nVocab; id++) {
     offsets[id] = (uint32_t)bytes.size();
-    int32_t n = llama_token_to_piece(vocab_, id, buf, sizeof(buf), 0, false);
-    if (n < 0) {
-      std::vector<char> big(-n);
-      n = llama_token_to_piece(vocab_, id, big.data(), (int32_t)big.size(), 0, false);
-      bytes.insert(bytes.end(), big.begin(), big.begin() + n);
-    } else {
-      bytes.insert(bytes.end(), buf, buf + n);
-    }
+    const std::string shown = pieceOf(vocab_, id, true);
+    special[id] = shown != pieceOf(vocab_, id, false) ? 1 : 0;
+    bytes += shown;
   }
   offsets[nVocab] = (uint32_t)bytes.size();
   auto out = Napi::Uint8Array::New(env, bytes.size());
@@ -99,6 +106,7 @@ Napi::Value Model::TokenPieces(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   result.Set("bytes", out);
   result.Set("offsets", offsets);
+  result.Set("special", special);
   return result;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 // Sampling is done here rather than with llama.cpp's sampler chain because the chain sorts the whole
 // vocabulary for top-p (150k entries for Qwen: 15 ms or more a token on one core, more than decoding a
@@ -9,9 +10,38 @@
 // top-p nucleus is found by a weighted quickselect, in linear time.
 // Order of operations, as in Hugging Face and vLLM: temperature, then top-k, then top-p.
 
-void SlotSampler::configure(const SamplingParams& params) {
+void SlotSampler::configure(const SamplingParams& params, const llama_vocab* vocab, const GrammarParams& grammar) {
   params_ = params;
   rng_.seed(params.seed);
+  grammar_.reset();
+  if (grammar.grammar.empty()) return;
+  llama_sampler* g;
+  if (grammar.lazy) {
+    std::vector<const char*> patterns;
+    for (const auto& p : grammar.triggerPatterns) patterns.push_back(p.c_str());
+    g = llama_sampler_init_grammar_lazy_patterns(vocab, grammar.grammar.c_str(), "root", patterns.data(), patterns.size(),
+                                                 grammar.triggerTokens.data(), grammar.triggerTokens.size());
+  } else {
+    g = llama_sampler_init_grammar(vocab, grammar.grammar.c_str(), "root");
+  }
+  if (!g) throw std::runtime_error("the grammar does not parse");
+  grammar_.reset(g);
+  for (llama_token t : grammar.prefill) llama_sampler_accept(g, t);
+}
+
+bool SlotSampler::grammarAllows(llama_token token, float logit) {
+  llama_token_data one{token, logit, 0.0f};
+  llama_token_data_array arr{&one, 1, -1, false};
+  llama_sampler_apply(grammar_.get(), &arr);
+  return one.logit != -INFINITY;
+}
+
+void SlotSampler::constrainToGrammar(float* logits, int32_t nVocab) {
+  allTokens_.resize(nVocab);
+  for (llama_token id = 0; id < nVocab; id++) allTokens_[id] = {id, logits[id], 0.0f};
+  llama_token_data_array arr{allTokens_.data(), allTokens_.size(), -1, false};
+  llama_sampler_apply(grammar_.get(), &arr);
+  for (size_t i = 0; i < arr.size; i++) logits[arr.data[i].id] = arr.data[i].logit;
 }
 
 // ids_ = the topK highest-logit tokens, highest first.
@@ -66,10 +96,24 @@ llama_token SlotSampler::draw(size_t count, double mass) {
   return ids_[count - 1];  // rounding left a sliver of mass
 }
 
+// With a grammar, the token is first drawn freely and only checked: checking one token is cheap, while
+// constraining the whole row costs a grammar walk per vocabulary entry, so that is done only when the
+// free draw breaks the grammar (as llama.cpp's server does).
 llama_token SlotSampler::sample(float* logits, int32_t nVocab) {
   for (llama_token id : params_.banned) {
     if (id >= 0 && id < nVocab) logits[id] = -INFINITY;
   }
+  if (!grammar_) return pick(logits, nVocab);
+  llama_token token = pick(logits, nVocab);
+  if (!grammarAllows(token, logits[token])) {
+    constrainToGrammar(logits, nVocab);
+    token = pick(logits, nVocab);
+  }
+  llama_sampler_accept(grammar_.get(), token);
+  return token;
+}
+
+llama_token SlotSampler::pick(float* logits, int32_t nVocab) {
   const llama_token best = (llama_token)(std::max_element(logits, logits + nVocab) - logits);
   if (params_.temperature <= 0.0f) return best;
 

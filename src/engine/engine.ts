@@ -10,6 +10,14 @@ import type { EngineThreadData } from '../../workers/engine-thread.js';
 
 export type GenerationEvent = { type: 'text'; token: number; text: string } | ({ type: 'final' } & FinalStats);
 
+/** Every slot is busy and the queue is full. */
+export class EngineOverloadedError extends Error {
+  constructor() {
+    super('the server is overloaded: every slot is busy and the queue is full');
+    this.name = 'EngineOverloadedError';
+  }
+}
+
 export class PromptTooLongError extends Error {
   constructor(readonly promptTokens: number, readonly maxTokens: number) {
     super(`prompt is too long: ${promptTokens} tokens > ${maxTokens} maximum`);
@@ -111,7 +119,8 @@ export class Engine {
    * Generates from a prompt. The events are each generated token's text, then one final record.
    * Aborting the signal cancels the generation (its slot is freed at once); the final record then says
    * `cancelled`. Leaving the loop early cancels it too. Throws PromptTooLongError when the prompt leaves
-   * no room to generate in a slot.
+   * no room to generate in a slot, EngineOverloadedError when the queue is full. The caller must iterate
+   * the result (a generation counts as outstanding until its loop ends).
    */
   generate(prompt: Int32Array | number[], params: GenerateParams, signal?: AbortSignal): AsyncIterable<GenerationEvent> {
     if (this.closed) throw new Error('engine is closed');
@@ -119,6 +128,9 @@ export class Engine {
     const maxPrompt = this.settings.contextPerSlot - 1;
     if (tokens.length > maxPrompt) throw new PromptTooLongError(tokens.length, maxPrompt);
     if (tokens.length === 0) throw new RangeError('prompt is empty');
+    // Checked here, synchronously, so that an HTTP handler can answer 529 before it starts a stream.
+    // (The engine thread's scheduler enforces the same bound; this count is never below its own.)
+    if (this.outstanding.size >= this.settings.slots + this.settings.queueLength) throw new EngineOverloadedError();
     const id = this.nextId++;
     const ring = createRing(this.settings.ringRecords);
     const reader = new RingReader(ring, () => this.ring());

@@ -16,6 +16,20 @@ export interface GenerateParams {
   ignoreEos?: boolean;
   /** Matched on the generated text, across token boundaries; never emitted. */
   stopSequences?: string[];
+  /** A GBNF grammar the output must follow (e.g. tool-call JSON). */
+  grammar?: GrammarSettings;
+  /** Special tokens whose text is emitted; other special tokens are not part of the text. */
+  shownSpecialTokens?: Int32Array;
+}
+
+export interface GrammarSettings {
+  gbnf: string;
+  /** Off until one of the triggers appears in the output. */
+  lazy: boolean;
+  triggerPatterns: string[];
+  triggerTokens: Int32Array;
+  /** Tokens at the end of the prompt that the grammar must accept first. */
+  prefill: Int32Array;
 }
 
 export interface FinalStats {

@@ -1,9 +1,16 @@
-// The HTTP server: Fastify, bound to loopback by default. Routes get the engine through `state`,
-// which is filled in once the model has loaded, so /health can answer while it loads.
+// The HTTP server: Fastify, bound to loopback by default, speaking the Anthropic Messages API.
+// Routes reach the engine through `state`, which is filled in once the model has loaded, so that
+// /health (and count_tokens, which needs only the vocabulary) answer while it loads.
 import Fastify, { type FastifyInstance } from 'fastify';
+import { fastifySSE } from '@fastify/sse';
 import { randomBytes } from 'node:crypto';
 import type { PensieveConfig } from '../config.js';
 import type { Engine } from '../engine/engine.js';
+import type { PreparePool } from '../chat/prepare-pool.js';
+import { registerErrorHandling } from '../api/errors.js';
+import { registerAuth } from '../api/auth.js';
+import { registerModelRoutes, type ModelInfo } from '../api/models.js';
+import { registerMessageRoutes } from '../api/messages.js';
 
 export interface ServerState {
   engine?: Engine;
@@ -11,7 +18,16 @@ export interface ServerState {
   loadError?: Error;
 }
 
-export function buildServer(config: PensieveConfig, state: ServerState): FastifyInstance {
+export interface ServerOptions {
+  config: PensieveConfig;
+  state: ServerState;
+  pool: PreparePool;
+  model: ModelInfo;
+  /** Seconds between SSE pings while nothing else is sent. */
+  pingSeconds?: number;
+}
+
+export async function buildServer({ config, state, pool, model, pingSeconds }: ServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: config.log.level },
     bodyLimit: config.server.bodyLimitMb * 1024 * 1024,
@@ -20,14 +36,18 @@ export function buildServer(config: PensieveConfig, state: ServerState): Fastify
   app.addHook('onSend', async (request, reply) => {
     reply.header('request-id', request.id);
   });
+  await app.register(fastifySSE, { heartbeatInterval: 0 }); // the API's own ping events keep streams alive
+  registerErrorHandling(app);
+  registerAuth(app, { apiKeys: config.server.apiKeys, requireKeyOnLoopback: config.server.requireKeyOnLoopback });
 
   app.get('/health', async (_request, reply) => {
     if (state.engine?.alive) {
-      const { model } = state.engine;
-      return { status: 'ok', model: model.description, slots: state.engine.settings.slots, ...state.engine.status() };
+      return { status: 'ok', model: model.id, slots: state.engine.settings.slots, ...state.engine.status() };
     }
     if (state.loadError) return reply.code(503).send({ status: 'error', error: state.loadError.message });
     return reply.code(503).send({ status: 'loading' });
   });
+  registerModelRoutes(app, () => model, config.model.aliases);
+  registerMessageRoutes(app, { engine: () => state.engine, pool, pingSeconds });
   return app;
 }

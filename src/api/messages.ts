@@ -1,0 +1,218 @@
+// POST /v1/messages (streaming and not) and POST /v1/messages/count_tokens.
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type {} from '@fastify/sse'; // reply.sse and the route's `sse` option
+import { loadAddon } from '../native.js';
+import { EngineOverloadedError, PromptTooLongError, type Engine, type GenerationEvent } from '../engine/engine.js';
+import type { FinalStats, GenerateParams } from '../engine/types.js';
+import type { PreparePool } from '../chat/prepare-pool.js';
+import type { PreparedChat } from '../chat/renderer.js';
+import { samplingParams, thinkingRequested } from './convert.js';
+import { ApiError } from './errors.js';
+import { MessageBuilder, type StreamEvent } from './message-builder.js';
+import { countTokensRequestSchema, messagesRequestSchema, type CountTokensRequest, type MessagesRequest } from './schemas.js';
+
+export interface MessagesDeps {
+  /** The engine, once the model is loaded. */
+  engine: () => Engine | undefined;
+  pool: PreparePool;
+  /** Seconds between pings while nothing else is sent (waiting in the queue, prefilling). */
+  pingSeconds?: number;
+}
+
+type StopReason = 'end_turn' | 'max_tokens' | 'stop_sequence' | 'tool_use';
+
+const overloaded = (message: string): ApiError => new ApiError(529, 'overloaded_error', message, { 'retry-after': '1' });
+
+function readyEngine(deps: MessagesDeps): Engine {
+  const engine = deps.engine();
+  if (!engine?.alive) throw overloaded('the model is not loaded yet');
+  return engine;
+}
+
+async function prepare(deps: MessagesDeps, engine: Engine, body: CountTokensRequest): Promise<PreparedChat> {
+  const prepared = await deps.pool.prepare(body);
+  const maximum = engine.settings.contextPerSlot - 1;
+  if (prepared.tokens.length > maximum) {
+    throw new ApiError(400, 'invalid_request_error', `prompt is too long: ${prepared.tokens.length} tokens > ${maximum} maximum`);
+  }
+  return prepared;
+}
+
+function generateParams(body: MessagesRequest, prepared: PreparedChat): GenerateParams {
+  const { chat } = prepared;
+  const sampling = samplingParams(body);
+  return {
+    ...sampling,
+    maxTokens: body.max_tokens, // the engine clamps it to what the context leaves
+    // The template's own end markers stop generation too; they come after the user's, so a match
+    // index tells which kind matched.
+    stopSequences: [...(sampling.stopSequences ?? []), ...chat.additionalStops],
+    shownSpecialTokens: chat.preservedTokens,
+    ...(chat.grammar !== '' && {
+      grammar: {
+        gbnf: chat.grammar,
+        lazy: chat.grammarLazy,
+        triggerPatterns: chat.grammarTriggerPatterns,
+        triggerTokens: chat.grammarTriggerTokens,
+        prefill: chat.grammarPrefill,
+      },
+    }),
+  };
+}
+
+function startGeneration(engine: Engine, prepared: PreparedChat, params: GenerateParams, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+  try {
+    return engine.generate(prepared.tokens, params, signal);
+  } catch (err) {
+    if (err instanceof EngineOverloadedError) throw overloaded(err.message);
+    if (err instanceof PromptTooLongError) throw new ApiError(400, 'invalid_request_error', err.message);
+    throw err;
+  }
+}
+
+/** Reads the generation back through the chat format's parser into content blocks. */
+class Transcript {
+  readonly builder: MessageBuilder;
+  private readonly parser;
+
+  constructor(prepared: PreparedChat, showThinking: boolean, parseToolCalls: boolean) {
+    const { chat } = prepared;
+    this.builder = new MessageBuilder(showThinking);
+    this.parser = new (loadAddon().ChatParser)({ format: chat.format, generationPrompt: chat.generationPrompt, parser: chat.parser, parseToolCalls });
+  }
+
+  push(text: string): StreamEvent[] {
+    return this.builder.apply(this.parser.update(text, true));
+  }
+
+  end(): StreamEvent[] {
+    return [...this.builder.apply(this.parser.update('', false)), ...this.builder.finish()];
+  }
+}
+
+function stopOf(final: FinalStats, body: MessagesRequest, transcript: Transcript): { reason: StopReason; sequence: string | null } {
+  if (final.stopReason === 'max_tokens') return { reason: 'max_tokens', sequence: null };
+  if (transcript.builder.hasToolUse) return { reason: 'tool_use', sequence: null };
+  const userStops = body.stop_sequences ?? [];
+  if (final.stopReason === 'stop_sequence' && final.stopSequenceIndex < userStops.length) {
+    return { reason: 'stop_sequence', sequence: userStops[final.stopSequenceIndex] };
+  }
+  return { reason: 'end_turn', sequence: null };
+}
+
+function usage(final: Pick<FinalStats, 'promptTokens' | 'cachedPromptTokens' | 'generatedTokens'>) {
+  return {
+    input_tokens: final.promptTokens - final.cachedPromptTokens,
+    cache_creation_input_tokens: 0,
+    cache_read_input_tokens: final.cachedPromptTokens,
+    output_tokens: final.generatedTokens,
+  };
+}
+
+/** A generation that ended without an answer becomes the matching API error. */
+function failureOf(final: FinalStats): ApiError | undefined {
+  if (final.stopReason === 'overloaded') return overloaded('the server is overloaded: every slot is busy and the queue is full');
+  if (final.stopReason === 'error') return new ApiError(500, 'api_error', 'generation failed in the engine');
+  return undefined;
+}
+
+const messageId = (): string => `msg_${randomBytes(12).toString('base64url')}`;
+
+async function completeMessage(body: MessagesRequest, events: AsyncIterable<GenerationEvent>, transcript: Transcript) {
+  for await (const event of events) {
+    if (event.type === 'text') {
+      transcript.push(event.text);
+      continue;
+    }
+    const failure = failureOf(event);
+    if (failure) throw failure;
+    transcript.end();
+    const stop = stopOf(event, body, transcript);
+    return {
+      id: messageId(),
+      type: 'message',
+      role: 'assistant',
+      model: body.model,
+      content: transcript.builder.content,
+      stop_reason: stop.reason,
+      stop_sequence: stop.sequence,
+      usage: usage(event),
+    };
+  }
+  throw new ApiError(500, 'api_error', 'generation ended without a result');
+}
+
+async function streamMessage(
+  body: MessagesRequest,
+  prepared: PreparedChat,
+  events: AsyncIterable<GenerationEvent>,
+  transcript: Transcript,
+  reply: FastifyReply,
+  pingSeconds: number,
+): Promise<void> {
+  let lastSent = Date.now();
+  const send = async (batch: StreamEvent[]): Promise<void> => {
+    if (batch.length === 0 || !reply.sse.isConnected) return;
+    lastSent = Date.now();
+    for (const e of batch) await reply.sse.send(e);
+  };
+  // Pings keep clients from timing out while the request waits in the queue or its prompt is computed.
+  const pinger = setInterval(() => {
+    if (Date.now() - lastSent >= pingSeconds * 1000) void send([{ event: 'ping', data: { type: 'ping' } }]);
+  }, 250);
+  try {
+    await send([{
+      event: 'message_start',
+      data: {
+        type: 'message_start',
+        message: {
+          id: messageId(), type: 'message', role: 'assistant', model: body.model, content: [],
+          stop_reason: null, stop_sequence: null,
+          usage: { ...usage({ promptTokens: prepared.tokens.length, cachedPromptTokens: 0, generatedTokens: 0 }), output_tokens: 1 },
+        },
+      },
+    }]);
+    for await (const event of events) {
+      if (event.type === 'text') {
+        await send(transcript.push(event.text));
+        continue;
+      }
+      const failure = failureOf(event);
+      if (failure) {
+        await send([{ event: 'error', data: { type: 'error', error: { type: failure.type, message: failure.message } } }]);
+        return;
+      }
+      await send(transcript.end());
+      const stop = stopOf(event, body, transcript);
+      await send([
+        { event: 'message_delta', data: { type: 'message_delta', delta: { stop_reason: stop.reason, stop_sequence: stop.sequence }, usage: usage(event) } },
+        { event: 'message_stop', data: { type: 'message_stop' } },
+      ]);
+    }
+  } finally {
+    clearInterval(pinger);
+  }
+}
+
+export function registerMessageRoutes(app: FastifyInstance, deps: MessagesDeps): void {
+  app.post('/v1/messages', { schema: { body: messagesRequestSchema }, sse: { kind: 'manual', heartbeat: false } },
+    async (request: FastifyRequest, reply: FastifyReply) => {
+      const body = request.body as MessagesRequest;
+      const engine = readyEngine(deps);
+      const prepared = await prepare(deps, engine, body);
+      const cancel = new AbortController();
+      // A client that goes away cancels its generation, which frees its slot at once.
+      reply.raw.on('close', () => cancel.abort());
+      const params = generateParams(body, prepared);
+      const events = startGeneration(engine, prepared, params, cancel.signal);
+      const transcript = new Transcript(prepared, thinkingRequested(body) && body.thinking?.type !== 'disabled', prepared.chat.grammar !== '');
+      if (!body.stream) return completeMessage(body, events, transcript);
+      await streamMessage(body, prepared, events, transcript, reply, deps.pingSeconds ?? 5);
+    });
+
+  app.post('/v1/messages/count_tokens', { schema: { body: countTokensRequestSchema } }, async (request) => {
+    const prepared = await deps.pool.prepare(request.body as CountTokensRequest);
+    return { input_tokens: prepared.tokens.length };
+  });
+}

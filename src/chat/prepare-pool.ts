@@ -1,0 +1,52 @@
+// The prompt-preparation pool: chat-template rendering and tokenization run in worker threads
+// (piscina), so that a 20k-token prompt never blocks the main thread's event loop.
+import { Piscina } from 'piscina';
+import { fileURLToPath } from 'node:url';
+import type { CountTokensRequest } from '../api/schemas.js';
+import type { ApiErrorType } from '../api/errors.js';
+import { ApiError } from '../api/errors.js';
+import type { PreparedChat } from './renderer.js';
+
+export interface PrepareWorkerData {
+  modelPath: string;
+  templateFile?: string;
+  /** Set when running from source: the TypeScript entry that scripts/tsx-worker.mjs loads. */
+  tsxEntry?: string;
+}
+
+export interface PrepareTask {
+  request: CountTokensRequest;
+}
+
+export type PrepareResult =
+  | ({ ok: true } & PreparedChat)
+  | { ok: false; status: number; type: ApiErrorType; message: string };
+
+export class PreparePool {
+  private readonly pool: Piscina<PrepareTask, PrepareResult>;
+
+  constructor(options: { modelPath: string; templateFile?: string; threads: number }) {
+    const fromSource = import.meta.url.endsWith('.ts');
+    const entry = new URL('../../workers/prepare' + (fromSource ? '.ts' : '.js'), import.meta.url);
+    const workerData: PrepareWorkerData = { modelPath: options.modelPath, templateFile: options.templateFile };
+    if (fromSource) workerData.tsxEntry = entry.href;
+    this.pool = new Piscina({
+      filename: fromSource ? fileURLToPath(new URL('../../scripts/tsx-worker.mjs', import.meta.url)) : fileURLToPath(entry),
+      workerData,
+      minThreads: 1,
+      maxThreads: options.threads,
+      idleTimeout: 60_000,
+    });
+  }
+
+  /** Renders and tokenizes a request; a request the template cannot take is an ApiError (400). */
+  async prepare(request: CountTokensRequest): Promise<PreparedChat> {
+    const result = await this.pool.run({ request });
+    if (!result.ok) throw new ApiError(result.status, result.type, result.message);
+    return result;
+  }
+
+  close(): Promise<void> {
+    return this.pool.destroy();
+  }
+}

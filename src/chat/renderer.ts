@@ -1,0 +1,53 @@
+// Turns a conversation into prompt tokens with the model's chat template (llama.cpp's common chat layer),
+// together with what generating and reading the answer needs (tool-call grammar, parser settings).
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadAddon, type ChatRenderRequest, type NativeChatTemplates, type NativeModel, type RenderedChat } from '../native.js';
+import { projectRoot } from '../paths.js';
+
+export interface PreparedChat {
+  tokens: Int32Array;
+  /** Everything but the prompt text, which `tokens` holds. */
+  chat: Omit<RenderedChat, 'prompt'>;
+}
+
+/**
+ * ChatML (<|im_start|>) templates without tool support get the Qwen2.5 template shipped with llama.cpp:
+ * the same framing, plus Hermes-style tool calls, so that tools work on such models too.
+ */
+const CHATML_TOOLS_TEMPLATE = join(projectRoot, 'native', 'deps', 'llama.cpp', 'models', 'templates', 'Qwen-Qwen2.5-7B-Instruct.jinja');
+
+export class ChatRenderer {
+  /** Why the model's own template was replaced, if it was. */
+  readonly templateNote: string | undefined;
+  private readonly templates: NativeChatTemplates;
+
+  constructor(private readonly vocab: NativeModel, templateFile?: string) {
+    const { ChatTemplates } = loadAddon();
+    if (templateFile) {
+      this.templates = new ChatTemplates(vocab, readFileSync(templateFile, 'utf8'));
+      this.templateNote = `chat template from ${templateFile}`;
+      return;
+    }
+    const own = new ChatTemplates(vocab);
+    const source = vocab.info().chatTemplate ?? '';
+    if (!own.caps().supports_tools && source.includes('<|im_start|>') && existsSync(CHATML_TOOLS_TEMPLATE)) {
+      this.templates = new ChatTemplates(vocab, readFileSync(CHATML_TOOLS_TEMPLATE, 'utf8'));
+      this.templateNote = "the model's ChatML template has no tool support: using llama.cpp's Qwen2.5 template for tools";
+    } else {
+      this.templates = own;
+    }
+  }
+
+  /** Loads just the vocabulary of a model file (no weights) and its chat template. */
+  static load(modelPath: string, templateFile?: string): ChatRenderer {
+    return new ChatRenderer(new (loadAddon().Model)(modelPath, { vocabOnly: true }), templateFile);
+  }
+
+  prepare(request: ChatRenderRequest): PreparedChat {
+    const { prompt, ...chat } = this.templates.render(JSON.stringify(request));
+    // The template writes special tokens (<|im_start|> ...) as text: parse them as such. BOS is left to
+    // the tokenizer (the chat layer strips it from the text when the vocabulary adds it).
+    return { tokens: this.vocab.tokenize(prompt, true, true), chat };
+  }
+}
