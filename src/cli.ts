@@ -2,15 +2,14 @@
 // The `pensieve` command.
 import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { basename } from 'node:path';
 import { stat } from 'node:fs/promises';
-import { ConfigError, loadConfig, type PensieveConfig } from './config.js';
+import { ConfigError, loadConfig } from './config.js';
 import { Engine } from './engine/engine.js';
 import { buildServer, type ServerState } from './server/app.js';
 import { PreparePool } from './chat/prepare-pool.js';
 import type { ModelInfo } from './api/models.js';
-import { physicalCores } from './system.js';
-import type { EngineSettings } from './engine/types.js';
+import { engineSettings } from './engine/settings.js';
 
 const USAGE = `Usage: pensieve <command> [options]
 
@@ -27,22 +26,6 @@ Options for start:
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or config. */
 class UsageError extends Error {}
-
-export function engineSettings(config: PensieveConfig): EngineSettings {
-  const e = config.engine;
-  return {
-    modelPath: resolve(config.model.path),
-    gpuLayers: config.model.gpuLayers,
-    slots: e.slots,
-    contextPerSlot: e.contextPerSlot,
-    stepTokenBudget: e.stepTokenBudget,
-    batchSize: e.batchSize,
-    ubatchSize: e.ubatchSize,
-    threads: e.threads > 0 ? e.threads : physicalCores(),
-    queueLength: e.queueLength,
-    ringRecords: 2 ** Math.ceil(Math.log2(e.ringRecords)),
-  };
-}
 
 /** The model as the API names it: the file name without .gguf. */
 async function modelInfoOf(modelPath: string): Promise<ModelInfo> {

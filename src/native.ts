@@ -97,6 +97,8 @@ export interface RenderedChat {
   grammarPrefill: Int32Array;
   /** Special tokens whose text the output parser must see (e.g. tool-call tags). */
   preservedTokens: Int32Array;
+  /** The literal that opens tool calls in this format (the lazy grammar's trigger); '' when none. */
+  toolCallStart: string;
   additionalStops: string[];
   generationPrompt: string;
   parser: string;

@@ -67,7 +67,9 @@ Napi::Value ChatTemplates::Render(const Napi::CallbackInfo& info) {
   }
   std::vector<std::string> triggerPatterns;
   std::vector<llama_token> triggerTokens;
+  std::string toolCallStart;  // the literal that opens tool calls in this format, when there is one
   for (const auto& trigger : params.grammar_triggers) {
+    if (trigger.type == COMMON_GRAMMAR_TRIGGER_TYPE_WORD && toolCallStart.empty()) toolCallStart = trigger.value;
     switch (trigger.type) {
       case COMMON_GRAMMAR_TRIGGER_TYPE_TOKEN:
         triggerTokens.push_back(trigger.token);
@@ -116,6 +118,7 @@ Napi::Value ChatTemplates::Render(const Napi::CallbackInfo& info) {
   out.Set("grammarTriggerTokens", toInt32Array(env, triggerTokens));
   out.Set("grammarPrefill", toInt32Array(env, grammarPrefill));
   out.Set("preservedTokens", toInt32Array(env, preserved));
+  out.Set("toolCallStart", toolCallStart);
   out.Set("additionalStops", toStringArray(env, params.additional_stops));
   out.Set("generationPrompt", params.generation_prompt);
   out.Set("parser", params.parser);

@@ -80,6 +80,8 @@ class Transcript {
     const { chat } = prepared;
     this.builder = new MessageBuilder(showThinking);
     this.parser = new (loadAddon().ChatParser)({ format: chat.format, generationPrompt: chat.generationPrompt, parser: chat.parser, parseToolCalls });
+    // A forced opening (e.g. of a tool call) is part of the answer the parser reads, though not generated.
+    if (prepared.outputPrefix !== '') this.builder.apply(this.parser.update(prepared.outputPrefix, true));
   }
 
   push(text: string): StreamEvent[] {
@@ -89,6 +91,11 @@ class Transcript {
   end(): StreamEvent[] {
     return [...this.builder.apply(this.parser.update('', false)), ...this.builder.finish()];
   }
+}
+
+function logFinal(request: FastifyRequest, final: FinalStats): void {
+  const { stopReason, promptTokens, cachedPromptTokens, generatedTokens, queueMs, prefillMs, decodeMs } = final;
+  request.log.info({ stopReason, promptTokens, cachedPromptTokens, generatedTokens, queueMs, prefillMs, decodeMs }, 'generation finished');
 }
 
 function stopOf(final: FinalStats, body: MessagesRequest, transcript: Transcript): { reason: StopReason; sequence: string | null } {
@@ -119,12 +126,13 @@ function failureOf(final: FinalStats): ApiError | undefined {
 
 const messageId = (): string => `msg_${randomBytes(12).toString('base64url')}`;
 
-async function completeMessage(body: MessagesRequest, events: AsyncIterable<GenerationEvent>, transcript: Transcript) {
+async function completeMessage(request: FastifyRequest, body: MessagesRequest, events: AsyncIterable<GenerationEvent>, transcript: Transcript) {
   for await (const event of events) {
     if (event.type === 'text') {
       transcript.push(event.text);
       continue;
     }
+    logFinal(request, event);
     const failure = failureOf(event);
     if (failure) throw failure;
     transcript.end();
@@ -144,6 +152,7 @@ async function completeMessage(body: MessagesRequest, events: AsyncIterable<Gene
 }
 
 async function streamMessage(
+  request: FastifyRequest,
   body: MessagesRequest,
   prepared: PreparedChat,
   events: AsyncIterable<GenerationEvent>,
@@ -178,6 +187,7 @@ async function streamMessage(
         await send(transcript.push(event.text));
         continue;
       }
+      logFinal(request, event);
       const failure = failureOf(event);
       if (failure) {
         await send([{ event: 'error', data: { type: 'error', error: { type: failure.type, message: failure.message } } }]);
@@ -207,8 +217,8 @@ export function registerMessageRoutes(app: FastifyInstance, deps: MessagesDeps):
       const params = generateParams(body, prepared);
       const events = startGeneration(engine, prepared, params, cancel.signal);
       const transcript = new Transcript(prepared, thinkingRequested(body) && body.thinking?.type !== 'disabled', prepared.chat.grammar !== '');
-      if (!body.stream) return completeMessage(body, events, transcript);
-      await streamMessage(body, prepared, events, transcript, reply, deps.pingSeconds ?? 5);
+      if (!body.stream) return completeMessage(request, body, events, transcript);
+      await streamMessage(request, body, prepared, events, transcript, reply, deps.pingSeconds ?? 5);
     });
 
   app.post('/v1/messages/count_tokens', { schema: { body: countTokensRequestSchema } }, async (request) => {

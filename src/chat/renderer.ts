@@ -9,6 +9,11 @@ export interface PreparedChat {
   tokens: Int32Array;
   /** Everything but the prompt text, which `tokens` holds. */
   chat: Omit<RenderedChat, 'prompt'>;
+  /**
+   * Text the answer is forced to start with, already at the end of the prompt: the opening of a tool call
+   * when a tool call is required. The output parser must read it before the generated text.
+   */
+  outputPrefix: string;
 }
 
 /**
@@ -44,10 +49,33 @@ export class ChatRenderer {
     return new ChatRenderer(new (loadAddon().Model)(modelPath, { vocabOnly: true }), templateFile);
   }
 
+  /**
+   * A required tool call (Anthropic's tool_choice any or tool) is forced the way Anthropic does it: the
+   * answer is prefilled with the format's tool-call opening, and the (lazy) tool-call grammar starts
+   * from it. The chat layer's own "required" grammar would let the model write text first.
+   */
   prepare(request: ChatRenderRequest): PreparedChat {
+    if (request.toolChoice === 'required') {
+      const auto = this.templates.render(JSON.stringify({ ...request, toolChoice: 'auto' }));
+      if (auto.grammarLazy && auto.toolCallStart !== '') {
+        const { prompt, ...chat } = auto;
+        const opening = this.vocab.tokenize(auto.toolCallStart, false, true);
+        return {
+          tokens: this.tokenize(prompt + auto.toolCallStart),
+          chat: { ...chat, grammarPrefill: opening },
+          outputPrefix: auto.toolCallStart,
+        };
+      }
+    }
     const { prompt, ...chat } = this.templates.render(JSON.stringify(request));
-    // The template writes special tokens (<|im_start|> ...) as text: parse them as such. BOS is left to
-    // the tokenizer (the chat layer strips it from the text when the vocabulary adds it).
-    return { tokens: this.vocab.tokenize(prompt, true, true), chat };
+    return { tokens: this.tokenize(prompt), chat, outputPrefix: '' };
+  }
+
+  /**
+   * The template writes special tokens (<|im_start|> ...) as text: parse them as such. BOS is left to the
+   * tokenizer (the chat layer strips it from the text when the vocabulary adds it).
+   */
+  private tokenize(prompt: string): Int32Array {
+    return this.vocab.tokenize(prompt, true, true);
   }
 }

@@ -11,6 +11,7 @@ import { registerErrorHandling } from '../api/errors.js';
 import { registerAuth } from '../api/auth.js';
 import { registerModelRoutes, type ModelInfo } from '../api/models.js';
 import { registerMessageRoutes } from '../api/messages.js';
+import { fastifyAjvOptions } from '../api/schemas.js';
 
 export interface ServerState {
   engine?: Engine;
@@ -32,6 +33,7 @@ export async function buildServer({ config, state, pool, model, pingSeconds }: S
     logger: { level: config.log.level },
     bodyLimit: config.server.bodyLimitMb * 1024 * 1024,
     genReqId: () => `req_${randomBytes(12).toString('hex')}`,
+    ajv: fastifyAjvOptions, // reject wrong types instead of coercing them
   });
   app.addHook('onSend', async (request, reply) => {
     reply.header('request-id', request.id);

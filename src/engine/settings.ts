@@ -1,0 +1,21 @@
+// The engine's settings from the configuration.
+import { resolve } from 'node:path';
+import type { PensieveConfig } from '../config.js';
+import { physicalCores } from '../system.js';
+import type { EngineSettings } from './types.js';
+
+export function engineSettings(config: PensieveConfig): EngineSettings {
+  const e = config.engine;
+  return {
+    modelPath: resolve(config.model.path),
+    gpuLayers: config.model.gpuLayers,
+    slots: e.slots,
+    contextPerSlot: e.contextPerSlot,
+    stepTokenBudget: e.stepTokenBudget,
+    batchSize: e.batchSize,
+    ubatchSize: e.ubatchSize,
+    threads: e.threads > 0 ? e.threads : physicalCores(),
+    queueLength: e.queueLength,
+    ringRecords: 2 ** Math.ceil(Math.log2(e.ringRecords)),
+  };
+}

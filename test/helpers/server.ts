@@ -1,0 +1,44 @@
+// A real Pensieve server (HTTP, prep pool, engine thread, llama.cpp) on a free loopback port, for tests.
+import type { FastifyInstance } from 'fastify';
+import { loadConfig, type PensieveConfig } from '../../src/config.js';
+import { Engine } from '../../src/engine/engine.js';
+import { PreparePool } from '../../src/chat/prepare-pool.js';
+import { buildServer, type ServerState } from '../../src/server/app.js';
+import { engineSettings } from '../../src/engine/settings.js';
+
+export interface TestServer {
+  url: string;
+  config: PensieveConfig;
+  app: FastifyInstance;
+  engine: Engine;
+  close(): Promise<void>;
+}
+
+export const TEST_KEY = 'pensieve-local-key';
+
+/** `engine` overrides the config's [engine] section (snake_case keys, as in the TOML). */
+export async function startTestServer(modelPath: string, engine: Record<string, number> = {}, pingSeconds = 5): Promise<TestServer> {
+  const { config } = loadConfig({
+    env: {},
+    overrides: { server: { port: 0 }, model: { path: modelPath }, log: { level: 'warn' }, engine: { slots: 4, context_per_slot: 16384, threads: 2, ...engine } },
+  });
+  const state: ServerState = {};
+  const settings = engineSettings(config);
+  const pool = new PreparePool({ modelPath, threads: 1 });
+  state.engine = await Engine.start(settings);
+  const app = await buildServer({ config, state, pool, model: { id: 'test-model', displayName: 'test model', createdAt: new Date(0).toISOString() }, pingSeconds });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    config,
+    app,
+    engine: state.engine,
+    async close() {
+      await app.close();
+      await state.engine?.close();
+      await pool.close();
+    },
+  };
+}
