@@ -1,5 +1,5 @@
 // Engine benchmark: Pensieve's engine against llama.cpp's own llama-batched-bench, same model, same llama.cpp
-// source, same threads, same context/batch sizes, unified KV cache on both sides.
+// source, same threads, same context/batch sizes, same KV layout (one stream per sequence).
 //
 //   npm run bench:engine -- [--model PATH] [--threads N] [--prefill N] [--gen N] [--parallel 1,2,4,8,16] [--repeats N]
 //
@@ -73,9 +73,10 @@ function llamaArgs(o: Options, gen: number): string[] {
   const maxParallel = Math.max(...o.parallel);
   return [
     '-m', o.model, '-t', String(o.threads), '-tb', String(o.threads),
-    // Context for the largest level, as on our side: slots x (prompt + generation).
+    // Context for the largest level, as on our side: slots x (prompt + generation). No -kvu: the engine
+    // gives every slot its own KV stream (native/src/context.cpp), and so does batched-bench without it.
     '-c', String(maxParallel * (o.prefill + o.gen)), '-b', String(BATCH), '-ub', String(BATCH),
-    '-kvu', '-npp', String(o.prefill), '-ntg', String(gen), '-npl', o.parallel.join(','),
+    '-npp', String(o.prefill), '-ntg', String(gen), '-npl', o.parallel.join(','),
     '--output-format', 'jsonl',
   ];
 }
@@ -305,7 +306,7 @@ async function main(): Promise<void> {
   const out: string[] = [];
   out.push(`model: ${o.model}`);
   out.push(`threads: ${o.threads}; prompt ${o.prefill} tokens; ${o.gen} generated tokens per sequence; batch/ubatch ${BATCH}; ` +
-    `KV ${Math.max(...o.parallel)} x ${o.prefill + o.gen} cells (unified); median of ${o.repeats}`);
+    `KV: one stream per sequence, ${Math.max(...o.parallel)} x ${o.prefill + o.gen} cells; median of ${o.repeats}`);
   out.push(`machine: ${machine()}`);
   out.push('');
   out.push('| metric | llama.cpp | pensieve | ratio (pensieve / llama.cpp) |');

@@ -1,0 +1,42 @@
+// Claude Code itself (the @anthropic-ai/claude-code CLI) against the real server, on the shared model.
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { projectRoot } from '../src/paths.js';
+import { sharedModelPath } from './helpers/models.js';
+import { startTestServer, TEST_KEY } from './helpers/server.js';
+
+const model = sharedModelPath('random-qwen2-tiny-10m-q8_0.gguf');
+
+interface ClaudeResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function claude(args: string[], env: Record<string, string>): Promise<ClaudeResult> {
+  const bin = join(projectRoot, 'node_modules', '.bin', 'claude');
+  return new Promise((resolve) => {
+    execFile(bin, args, { env: { PATH: process.env.PATH ?? '', HOME: mkdtempSync(join(tmpdir(), 'claude-home-')), ...env }, timeout: 240_000, cwd: tmpdir() },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }));
+  });
+}
+
+t.test('claude -p completes a turn against the server', { skip: !model && 'no ../shared/models' }, async (t) => {
+  const server = await startTestServer(model!, { slots: 2, context_per_slot: 32768 });
+  t.teardown(() => server.close());
+  const result = await claude(['-p', 'Say hello', '--output-format', 'json'], {
+    ANTHROPIC_BASE_URL: server.url,
+    ANTHROPIC_AUTH_TOKEN: TEST_KEY,
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    // A random-weight model rarely ends its turn by itself: bound the answer so the turn ends.
+    CLAUDE_CODE_MAX_OUTPUT_TOKENS: '48',
+  });
+  const served = server.engine.status();
+  t.ok(served.prefilledTokens > 5000, `the engine computed Claude Code's long prompt (${served.prefilledTokens} tokens)`);
+  const output = JSON.parse(result.stdout) as { type: string; num_turns?: number; usage?: { input_tokens?: number; output_tokens?: number } };
+  t.equal(output.type, 'result', 'Claude Code printed its result');
+  t.ok((output.usage?.output_tokens ?? 0) > 0, `it received the streamed answer: ${result.stdout.slice(0, 400)}`);
+});
