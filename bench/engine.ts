@@ -3,8 +3,9 @@
 //
 //   npm run bench:engine -- [--model PATH] [--threads N] [--prefill N] [--gen N] [--parallel 1,2,4,8,16] [--repeats N]
 //
-// The two sides run alternately (never at once), each warmed up once; every figure is the median of the
-// repeats. Output is Markdown, so it can be pasted into bench/RESULTS.md.
+// The two sides run alternately, never at once, level by level (llama.cpp at N sequences, then Pensieve at
+// N), so slow drifts of this shared machine hit both alike; each side is warmed up once; every figure is the
+// median of the repeats. Output is Markdown, so it can be pasted into bench/RESULTS.md.
 import { spawnSync, execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -59,40 +60,35 @@ function parseOptions(): Options {
   };
 }
 
-/** One repeat's figures from one side, in tokens per second. */
-interface Figures {
+/** One side's figures at one parallel level, in tokens per second (prefill and decode: 1 sequence only). */
+interface Level {
   prefill: number;
   decode: number;
-  /** Aggregate decode rate by parallel level. */
-  aggregate: Map<number, number>;
+  aggregate: number;
 }
 
 // ---- llama.cpp side ----
 
-function llamaArgs(o: Options, gen: number): string[] {
-  const maxParallel = Math.max(...o.parallel);
+function llamaArgs(o: Options, parallel: number, gen: number): string[] {
   return [
     '-m', o.model, '-t', String(o.threads), '-tb', String(o.threads),
-    // Context for the largest level, as on our side: slots x (prompt + generation). No -kvu: the engine
-    // gives every slot its own KV stream (native/src/context.cpp), and so does batched-bench without it.
-    '-c', String(maxParallel * (o.prefill + o.gen)), '-b', String(BATCH), '-ub', String(BATCH),
-    '-npp', String(o.prefill), '-ntg', String(gen), '-npl', o.parallel.join(','),
+    // No -kvu: the engine gives every slot its own KV stream (native/src/context.cpp), and so does
+    // batched-bench without it: one stream per sequence, each of prompt + generation cells, as our slots.
+    '-c', String(parallel * (o.prefill + o.gen)), '-b', String(BATCH), '-ub', String(BATCH),
+    '-npp', String(o.prefill), '-ntg', String(gen), '-npl', String(parallel),
     '--output-format', 'jsonl',
   ];
 }
 
-function runLlama(bin: string, o: Options, gen = o.gen): Figures {
-  const result = spawnSync(join(bin, 'llama-batched-bench'), llamaArgs(o, gen), { encoding: 'utf8', maxBuffer: 64 << 20 });
+function runLlama(bin: string, o: Options, parallel: number, gen = o.gen): Level {
+  const result = spawnSync(join(bin, 'llama-batched-bench'), llamaArgs(o, parallel, gen), { encoding: 'utf8', maxBuffer: 64 << 20 });
   if (result.status !== 0) {
     throw new Error(`llama-batched-bench failed (status ${result.status}):\n${(result.stderr ?? '').slice(-3000)}`);
   }
-  const rows = `${result.stdout}\n${result.stderr}`
-    .split('\n')
-    .filter((line) => line.startsWith('{'))
-    .map((line) => JSON.parse(line) as { pl: number; speed_pp: number; speed_tg: number });
-  const single = rows.find((r) => r.pl === 1);
-  if (!single) throw new Error(`llama-batched-bench printed no result for 1 sequence:\n${result.stdout}`);
-  return { prefill: single.speed_pp, decode: single.speed_tg, aggregate: new Map(rows.map((r) => [r.pl, r.speed_tg])) };
+  const row = `${result.stdout}\n${result.stderr}`.split('\n').find((line) => line.startsWith('{'));
+  if (!row) throw new Error(`llama-batched-bench printed no result:\n${result.stdout}`);
+  const { speed_pp: prefill, speed_tg: decode } = JSON.parse(row) as { speed_pp: number; speed_tg: number };
+  return { prefill, decode, aggregate: decode };
 }
 
 // ---- Pensieve side ----
@@ -181,25 +177,19 @@ class PensieveSide {
     }
   }
 
-  async measure(): Promise<Figures> {
-    const aggregate = new Map<number, number>();
-    let prefill = NaN;
-    let decode = NaN;
-    for (const n of this.o.parallel) {
-      const runs = await runSequences(this.engine, this.prompts.slice(0, n), this.o.gen);
-      runs.forEach((r, i) => {
-        if (r.final.generatedTokens !== this.o.gen) {
-          this.earlyEnds.push(`${n} seqs, seq ${i}: ${r.final.generatedTokens}/${this.o.gen} tokens (${r.final.stopReason})`);
-        }
-      });
-      if (n === 1) {
-        const f = runs[0].final;
-        prefill = f.promptTokens / (f.prefillMs / 1000);
-        decode = (f.generatedTokens - 1) / (f.decodeMs / 1000);
+  async measure(parallel: number): Promise<Level> {
+    const runs = await runSequences(this.engine, this.prompts.slice(0, parallel), this.o.gen);
+    runs.forEach((r, i) => {
+      if (r.final.generatedTokens !== this.o.gen) {
+        this.earlyEnds.push(`${parallel} seqs, seq ${i}: ${r.final.generatedTokens}/${this.o.gen} tokens (${r.final.stopReason})`);
       }
-      aggregate.set(n, allDecodingRate(runs));
-    }
-    return { prefill, decode, aggregate };
+    });
+    const f = runs[0].final;
+    return {
+      prefill: f.promptTokens / (f.prefillMs / 1000),
+      decode: (f.generatedTokens - 1) / (f.decodeMs / 1000),
+      aggregate: allDecodingRate(runs),
+    };
   }
 
   close(): Promise<void> {
@@ -219,8 +209,8 @@ function cpuTicks(): { machine: number; ours: number } {
 }
 
 /**
- * Runs a measurement and says how many cores other processes kept busy meanwhile: on 2 cores even a
- * little outside load wrecks llama.cpp's spinning thread barriers, so such repeats are redone.
+ * Runs a measurement and checks how many cores other processes kept busy meanwhile: on 2 cores even a
+ * short burst of outside load stalls the compute threads at every barrier, so such measurements are redone.
  */
 async function undisturbed<T>(what: string, measure: () => T | Promise<T>): Promise<T> {
   const ticksPerSecond = 100; // USER_HZ on Linux
@@ -230,15 +220,16 @@ async function undisturbed<T>(what: string, measure: () => T | Promise<T>): Prom
     const result = await measure();
     const after = cpuTicks();
     const others = ((after.machine - before.machine) - (after.ours - before.ours)) / ticksPerSecond / ((performance.now() - t0) / 1000);
-    if (others < 0.15 || attempt === 5) {
-      if (others >= 0.15) disturbed.push(`${what}: other processes used ${others.toFixed(2)} cores`);
+    if (others < MAX_OTHER_LOAD || attempt === 5) {
+      if (others >= MAX_OTHER_LOAD) disturbed.push(`${what}: other processes used ${others.toFixed(2)} cores`);
       return result;
     }
-    log(`${what}: other processes used ${others.toFixed(2)} cores meanwhile; waiting 30 s and measuring again`);
-    await new Promise((r) => setTimeout(r, 30_000));
+    log(`${what}: other processes used ${others.toFixed(2)} cores meanwhile; waiting 20 s and measuring again`);
+    await new Promise((r) => setTimeout(r, 20_000));
   }
 }
 
+const MAX_OTHER_LOAD = 0.05; // cores, averaged over one measurement
 const disturbed: string[] = [];
 const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
 
@@ -250,13 +241,6 @@ function median(values: number[]): number {
   return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-function medianFigures(runs: Figures[], parallel: number[]): Figures {
-  return {
-    prefill: median(runs.map((r) => r.prefill)),
-    decode: median(runs.map((r) => r.decode)),
-    aggregate: new Map(parallel.map((n) => [n, median(runs.map((r) => r.aggregate.get(n) ?? NaN))])),
-  };
-}
 
 const fmt = (v: number): string => (Number.isNaN(v) ? 'n/a' : v.toFixed(1));
 
@@ -277,30 +261,34 @@ async function main(): Promise<void> {
   const bin = buildLlamaTools(['llama-batched-bench']);
 
   log('warming up llama.cpp');
-  runLlama(bin, o, Math.min(o.gen, 16));
+  runLlama(bin, o, Math.max(...o.parallel), Math.min(o.gen, 16));
   log('starting the Pensieve engine and warming it up');
   const pensieve = await PensieveSide.start(o);
   await pensieve.warmUp();
 
-  const llamaRuns: Figures[] = [];
-  const ourRuns: Figures[] = [];
+  // runs[side][level index][repeat]
+  const runs = { llama: o.parallel.map((): Level[] => []), ours: o.parallel.map((): Level[] => []) };
   try {
-    for (let i = 0; i < o.repeats; i++) {
-      log(`repeat ${i + 1}/${o.repeats}: llama.cpp`);
-      llamaRuns.push(await undisturbed(`llama.cpp repeat ${i + 1}`, () => runLlama(bin, o)));
-      log(`repeat ${i + 1}/${o.repeats}: pensieve`);
-      ourRuns.push(await undisturbed(`pensieve repeat ${i + 1}`, () => pensieve.measure()));
+    for (let r = 0; r < o.repeats; r++) {
+      for (const [i, n] of o.parallel.entries()) {
+        const what = `${n} seq${n > 1 ? 's' : ''}, repeat ${r + 1}/${o.repeats}`;
+        log(what);
+        runs.llama[i].push(await undisturbed(`llama.cpp, ${what}`, () => runLlama(bin, o, n)));
+        runs.ours[i].push(await undisturbed(`pensieve, ${what}`, () => pensieve.measure(n)));
+      }
     }
   } finally {
     await pensieve.close();
   }
-  const llama = medianFigures(llamaRuns, o.parallel);
-  const ours = medianFigures(ourRuns, o.parallel);
+  const med = (side: Level[][], i: number, key: keyof Level): number => median(side[i].map((l) => l[key]));
+  const one = o.parallel.indexOf(1);
+  const at = (n: number): number => o.parallel.indexOf(n);
 
   const rows: Array<[string, number, number]> = [
-    [`prefill tok/s (1 seq, ${o.prefill}-token prompt)`, llama.prefill, ours.prefill],
-    ['decode tok/s (1 seq)', llama.decode, ours.decode],
-    ...o.parallel.map((n): [string, number, number] => [`aggregate decode tok/s, ${n} seq${n > 1 ? 's' : ''}`, llama.aggregate.get(n)!, ours.aggregate.get(n)!]),
+    [`prefill tok/s (1 seq, ${o.prefill}-token prompt)`, med(runs.llama, one, 'prefill'), med(runs.ours, one, 'prefill')],
+    ['decode tok/s (1 seq)', med(runs.llama, one, 'decode'), med(runs.ours, one, 'decode')],
+    ...o.parallel.map((n, i): [string, number, number] =>
+      [`aggregate decode tok/s, ${n} seq${n > 1 ? 's' : ''}`, med(runs.llama, i, 'aggregate'), med(runs.ours, i, 'aggregate')]),
   ];
   const ratio = (a: number, b: number): number => b / a;
   const out: string[] = [];
@@ -315,9 +303,9 @@ async function main(): Promise<void> {
   out.push('');
   const check = (name: string, value: number, target: number): string =>
     `- ${name}: ${Number.isNaN(value) ? 'n/a' : value.toFixed(3)} (target >= ${target}) ${value >= target ? 'PASS' : 'FAIL'}`;
-  out.push(check('single-stream decode ratio', ratio(llama.decode, ours.decode), TARGETS.singleDecode));
+  out.push(check('single-stream decode ratio', ratio(rows[1][1], rows[1][2]), TARGETS.singleDecode));
   if (o.parallel.includes(8)) {
-    out.push(check('aggregate decode ratio at 8 sequences', ratio(llama.aggregate.get(8)!, ours.aggregate.get(8)!), TARGETS.aggregateAt8));
+    out.push(check('aggregate decode ratio at 8 sequences', ratio(med(runs.llama, at(8), 'aggregate'), med(runs.ours, at(8), 'aggregate')), TARGETS.aggregateAt8));
   }
   out.push('');
   out.push('Definitions. llama.cpp: llama-batched-bench S_PP and S_TG (S_TG = sequences x generated tokens / time of the ' +
@@ -326,10 +314,10 @@ async function main(): Promise<void> {
     'N sequences are decoding (after the last first token, up to the first last token) / that window\'s duration.');
   if (disturbed.length > 0) out.push('', `WARNING, measured while the machine was busy: ${disturbed.join('; ')}`);
   if (pensieve.earlyEnds.length > 0) out.push('', `Sequences that ended early: ${pensieve.earlyEnds.join('; ')}`);
-  out.push('', `Per repeat, llama.cpp | pensieve (prefill, decode, aggregate at ${o.parallel.join('/')}):`);
-  for (let i = 0; i < o.repeats; i++) {
-    const row = (f: Figures): string => [f.prefill, f.decode, ...o.parallel.map((n) => f.aggregate.get(n)!)].map(fmt).join(' ');
-    out.push(`- ${i + 1}: ${row(llamaRuns[i])} | ${row(ourRuns[i])}`);
+  out.push('', 'Every repeat, llama.cpp | pensieve, in order (1 seq: prefill/decode; N seqs: aggregate decode):');
+  for (const [i, n] of o.parallel.entries()) {
+    const list = (side: Level[]): string => side.map((l) => (n === 1 ? `${fmt(l.prefill)}/${fmt(l.decode)}` : fmt(l.aggregate))).join(', ');
+    out.push(`- ${n} seq${n > 1 ? 's' : ''}: ${list(runs.llama[i])} | ${list(runs.ours[i])}`);
   }
   console.log(out.join('\n'));
 }

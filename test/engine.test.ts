@@ -108,6 +108,25 @@ for (const model of await testModels()) {
       t.equal(stopped.text, base.text.slice(0, base.text.indexOf(stop)));
     });
 
+    t.test('a prompt served from the cache gives the same output as served cold', async (t) => {
+      const base = engine.tokenize(chat(`A long shared system prompt. ${'Context line. '.repeat(40)}`));
+      const first = await complete(engine, base, { maxTokens: 16, ignoreEos: true });
+      t.ok(first.final.cachedPromptTokens < 10, 'first: at most the chat framing was cached');
+      const again = await complete(engine, base, { maxTokens: 16, ignoreEos: true });
+      t.equal(again.final.cachedPromptTokens, base.length - 1, 'all but the last prompt token reused');
+      t.same(again.tokens, first.tokens);
+      // A longer conversation that starts with the same tokens (a new turn) reuses the whole earlier part.
+      const turn = Int32Array.from([...base, ...first.tokens, ...engine.tokenize('<|im_end|>\n<|im_start|>user\nmore<|im_end|>\n')]);
+      const warm = await complete(engine, turn, { maxTokens: 12, ignoreEos: true });
+      t.ok(warm.final.cachedPromptTokens >= base.length, `reused ${warm.final.cachedPromptTokens} of ${turn.length}`);
+      // The same request on a fresh engine (nothing cached) must give the same tokens.
+      const cold = await startEngine(model.path);
+      const coldTurn = await complete(cold, turn, { maxTokens: 12, ignoreEos: true });
+      await cold.close();
+      t.equal(coldTurn.final.cachedPromptTokens, 0);
+      t.same(warm.tokens, coldTurn.tokens, 'identical output, warm or cold');
+    });
+
     t.test('a prompt longer than a slot is refused before queueing', async (t) => {
       t.throws(() => engine.generate(new Int32Array(2000).fill(100), { maxTokens: 4 }), PromptTooLongError);
     });

@@ -25,12 +25,12 @@ t.test('admits first come first served into free slots and reuses freed slots', 
   const s = new Scheduler({ slots: 2, stepTokenBudget: 64, queueLength: 8 });
   for (const id of [1, 2, 3]) t.ok(s.submit({ id, promptLength: 4 }));
   const first = s.plan();
-  t.same(first.admitted, [{ id: 1, slot: 0 }, { id: 2, slot: 1 }]);
+  t.same(first.admitted, [{ id: 1, slot: 0, cached: 0 }, { id: 2, slot: 1, cached: 0 }]);
   t.equal(s.queued, 1);
   s.commit(first);
   t.equal(s.remove(1), 0, 'removing a running request frees its slot');
   const second = s.plan();
-  t.same(second.admitted, [{ id: 3, slot: 0 }], 'the waiting request takes the freed slot');
+  t.same(second.admitted, [{ id: 3, slot: 0, cached: 0 }], 'the waiting request takes the freed slot');
   t.same(second.decode.map((d) => d.id), [2]);
 });
 
@@ -104,6 +104,15 @@ t.test('paused sequences are left out until resumed', async (t) => {
   t.same(s.plan().decode.map((d) => d.id), [2]);
   s.setPaused(1, false);
   t.same(s.plan().decode.map((d) => d.id), [1, 2]);
+});
+
+t.test('a placement with a cached prefix skips those prompt tokens', async (t) => {
+  const s = new Scheduler({ slots: 2, stepTokenBudget: 64, queueLength: 2, place: (_request, free) => ({ slot: free[free.length - 1], cached: 30 }) });
+  s.submit({ id: 1, promptLength: 40 });
+  s.submit({ id: 2, promptLength: 20 });
+  const plan = s.plan();
+  t.same(plan.admitted, [{ id: 1, slot: 1, cached: 30 }, { id: 2, slot: 0, cached: 19 }], 'at most all but the last prompt token');
+  t.same(plan.prefill.map((p) => [p.id, p.start, p.count]), [[1, 30, 10], [2, 19, 1]]);
 });
 
 t.test('rejects a budget that decoding alone could exhaust', async (t) => {

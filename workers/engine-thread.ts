@@ -7,6 +7,7 @@ import { loadAddon, type NativeContext } from '../src/native.js';
 import { Scheduler, type StepPlan } from '../src/engine/scheduler.js';
 import { RingWriter } from '../src/engine/ring.js';
 import { TextStream } from '../src/engine/text-stream.js';
+import { SlotPrefixCache } from '../src/engine/prefix-cache.js';
 import type { EngineCommand, EngineSettings, FinalStats, GenerateParams, StopReason } from '../src/engine/types.js';
 import { STATUS_WORDS, StatusWord } from '../src/engine/status.js';
 
@@ -36,6 +37,12 @@ interface Sequence {
   backlog: Array<{ token: number; text: Uint8Array } | FinalStats>;
   lastToken: number;
   generated: number;
+  /** Every generated token (the KV cache holds the prompt, then these but the last). */
+  output: number[];
+  /** Tokens of prompt + output whose KV state is computed, in its slot. */
+  computed: number;
+  /** Prompt tokens that were already in the slot (a cached prefix). */
+  cached: number;
   submittedAt: number;
   admittedAt: number;
   firstTokenAt: number;
@@ -55,7 +62,13 @@ const context: NativeContext = new addon.Context(model, {
 const pieces = model.tokenPieces();
 const eogTokens = model.info().eogTokens;
 const endOfGeneration = new Set(eogTokens);
-const scheduler = new Scheduler({ slots: settings.slots, stepTokenBudget: settings.stepTokenBudget, queueLength: settings.queueLength });
+const prefixCache = new SlotPrefixCache(settings.slots);
+const scheduler = new Scheduler({
+  slots: settings.slots,
+  stepTokenBudget: settings.stepTokenBudget,
+  queueLength: settings.queueLength,
+  place: (request, freeSlots) => prefixCache.place(sequences.get(request.id)!.prompt, freeSlots),
+});
 const doorbell = new Int32Array(doorbellBuffer);
 const status = new Int32Array(statusBuffer, 0, STATUS_WORDS);
 const encoder = new TextEncoder();
@@ -111,8 +124,16 @@ function finish(seq: Sequence, stopReason: StopReason, stopSequenceIndex = -1): 
     if (rest.length > 0) emit(seq, { token: -1, text: encoder.encode(rest) });
   }
   // Free the slot before the final record is out, so a reader that sees the end also sees the slot free.
+  // Its KV state stays, for the next request that starts with the same tokens.
   const slot = scheduler.remove(seq.id);
-  if (slot !== undefined && slot >= 0) context.seqRemove(slot, -1, -1);
+  if (slot !== undefined && slot >= 0) {
+    if (stopReason === 'error') {
+      context.seqRemove(slot, -1, -1);
+      prefixCache.clear(slot);
+    } else {
+      prefixCache.store(slot, heldTokens(seq), now());
+    }
+  }
   sequences.delete(seq.id);
   publishStatus();
   const end = now();
@@ -122,7 +143,7 @@ function finish(seq: Sequence, stopReason: StopReason, stopSequenceIndex = -1): 
     stopReason,
     stopSequenceIndex,
     promptTokens: seq.prompt.length,
-    cachedPromptTokens: 0,
+    cachedPromptTokens: seq.cached,
     generatedTokens: seq.generated,
     queueMs: admittedAt - seq.submittedAt,
     prefillMs: firstTokenAt - admittedAt,
@@ -131,8 +152,17 @@ function finish(seq: Sequence, stopReason: StopReason, stopSequenceIndex = -1): 
   if (seq.backlog.length > 0) draining.add(seq);
 }
 
+/** The tokens whose KV state the sequence's slot holds. */
+function heldTokens(seq: Sequence): Int32Array {
+  const held = new Int32Array(seq.computed);
+  held.set(seq.prompt.subarray(0, Math.min(seq.computed, seq.prompt.length)));
+  if (seq.computed > seq.prompt.length) held.set(seq.output.slice(0, seq.computed - seq.prompt.length), seq.prompt.length);
+  return held;
+}
+
 function onToken(seq: Sequence, token: number): void {
   seq.generated++;
+  seq.output.push(token);
   if (seq.generated === 1) seq.firstTokenAt = now();
   if (endOfGeneration.has(token)) return finish(seq, 'end_turn');
   const chunk = seq.text.push(pieceOf(seq, token));
@@ -159,6 +189,9 @@ function submit(command: Extract<EngineCommand, { type: 'submit' }>): void {
     backlog: [],
     lastToken: -1,
     generated: 0,
+    output: [],
+    computed: 0,
+    cached: 0,
     submittedAt: command.submittedAt,
     admittedAt: 0,
     firstTokenAt: 0,
@@ -222,10 +255,13 @@ function withoutSequence(plan: StepPlan, id: number): StepPlan {
 }
 
 function runStep(plan: StepPlan): void {
-  for (const { id, slot } of plan.admitted) {
+  for (const { id, slot, cached } of plan.admitted) {
     const seq = sequences.get(id)!;
     seq.slot = slot;
     seq.admittedAt = now();
+    // Keep the reused prefix of what the slot holds; drop the rest.
+    context.seqRemove(slot, cached, -1);
+    seq.cached = seq.computed = cached;
     if (!configureSampler(seq)) plan = withoutSequence(plan, id);
   }
   let n = 0;
@@ -264,6 +300,8 @@ function runStep(plan: StepPlan): void {
   }
   scheduler.commit(plan);
   countStep(plan);
+  for (const { id } of plan.decode) sequences.get(id)!.computed++;
+  for (const chunk of plan.prefill) sequences.get(chunk.id)!.computed = chunk.start + chunk.count;
   for (let i = 0; i < nSample; i++) onToken(sampledFor[i], sampled[i]);
 }
 

@@ -17,6 +17,10 @@ export interface DecodeEntry {
   slot: number;
 }
 
+export interface AdmittedEntry extends Placement {
+  id: number;
+}
+
 export interface PrefillEntry {
   id: number;
   slot: number;
@@ -28,18 +32,27 @@ export interface PrefillEntry {
 }
 
 export interface StepPlan {
-  /** Requests given a slot in this step, with the slot. */
-  admitted: DecodeEntry[];
+  /** Requests given a slot in this step, with the slot and the prompt tokens it already holds. */
+  admitted: AdmittedEntry[];
   decode: DecodeEntry[];
   prefill: PrefillEntry[];
   /** Tokens in the batch (decode + prefill). */
   tokens: number;
 }
 
+/** Where an admitted request goes: a free slot, and how many of its prompt tokens are already there. */
+export interface Placement {
+  slot: number;
+  /** Prompt tokens whose KV state the slot already holds (a cached prefix): not computed again. */
+  cached: number;
+}
+
 export interface SchedulerOptions {
   slots: number;
   stepTokenBudget: number;
   queueLength: number;
+  /** Picks the slot for a request among the free ones (default: the lowest, nothing cached). */
+  place?: (request: ScheduledRequest, freeSlots: readonly number[]) => Placement;
 }
 
 interface Running {
@@ -103,12 +116,16 @@ export class Scheduler {
 
   /** Plans the next step. An empty plan (no tokens) means there is nothing to compute now. */
   plan(): StepPlan {
-    const admitted: DecodeEntry[] = [];
+    const admitted: AdmittedEntry[] = [];
     while (this.waiting.length > 0 && this.freeSlots.length > 0) {
       const request = this.waiting.shift()!;
-      const slot = this.freeSlots.shift()!;
-      this.running.set(request.id, { request, slot, prefilled: 0, paused: false });
-      admitted.push({ id: request.id, slot });
+      const placed = this.options.place?.(request, this.freeSlots) ?? { slot: this.freeSlots[0], cached: 0 };
+      const slot = this.freeSlots.includes(placed.slot) ? placed.slot : this.freeSlots[0];
+      // At least one prompt token is computed: its logits give the first generated token.
+      const cached = Math.max(0, Math.min(placed.cached, request.promptLength - 1));
+      this.freeSlots.splice(this.freeSlots.indexOf(slot), 1);
+      this.running.set(request.id, { request, slot, prefilled: cached, paused: false });
+      admitted.push({ id: request.id, slot, cached });
     }
     const decode: DecodeEntry[] = [];
     for (const [id, run] of this.running) {

@@ -1,0 +1,49 @@
+// Prefix reuse across requests: when a request ends, the KV state of its tokens stays in its slot. A new
+// request goes to the free slot whose held tokens share the longest prefix with its prompt, so only the
+// rest of its prompt is computed (Claude Code resends the same long system prompt and tools every turn).
+// Free slots that match nothing are taken least recently used first, so valuable prefixes live longest.
+import type { Placement } from './scheduler.js';
+
+export function commonPrefixLength(a: Int32Array, b: Int32Array): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
+}
+
+export class SlotPrefixCache {
+  /** The tokens whose KV state each slot holds (valid while the slot is free). */
+  private readonly held: Int32Array[];
+  private readonly lastUsed: number[];
+
+  constructor(slots: number) {
+    this.held = Array.from({ length: slots }, () => new Int32Array(0));
+    this.lastUsed = new Array<number>(slots).fill(0);
+  }
+
+  /**
+   * The free slot for `prompt` and how many of its tokens that slot already holds. At least the last
+   * prompt token is always computed again: its logits give the first new token, and logits are never
+   * reused from another request.
+   */
+  place(prompt: Int32Array, freeSlots: readonly number[]): Placement {
+    let best: Placement = { slot: freeSlots[0], cached: -1 };
+    for (const slot of freeSlots) {
+      const cached = Math.min(commonPrefixLength(this.held[slot], prompt), prompt.length - 1);
+      const better = cached > best.cached || (cached === best.cached && this.lastUsed[slot] < this.lastUsed[best.slot]);
+      if (better) best = { slot, cached };
+    }
+    return best;
+  }
+
+  /** Records what a slot holds as its request leaves it. */
+  store(slot: number, tokens: Int32Array, now: number): void {
+    this.held[slot] = tokens;
+    this.lastUsed[slot] = now;
+  }
+
+  /** The slot's KV state is unknown or gone: it holds nothing reusable. */
+  clear(slot: number): void {
+    this.held[slot] = new Int32Array(0);
+  }
+}
