@@ -31,12 +31,18 @@ t.test('claude -p completes a turn against the server', { skip: !model && 'no ..
     ANTHROPIC_BASE_URL: server.url,
     ANTHROPIC_AUTH_TOKEN: TEST_KEY,
     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-    // A random-weight model rarely ends its turn by itself: bound the answer so the turn ends.
+    // A random-weight model rarely ends its turn by itself: bound the answer so the turn ends. Claude
+    // Code then reports that the answer hit its output limit, which is the expected end here.
     CLAUDE_CODE_MAX_OUTPUT_TOKENS: '48',
   });
   const served = server.engine.status();
   t.ok(served.prefilledTokens > 5000, `the engine computed Claude Code's long prompt (${served.prefilledTokens} tokens)`);
-  const output = JSON.parse(result.stdout) as { type: string; num_turns?: number; usage?: { input_tokens?: number; output_tokens?: number } };
+  const output = JSON.parse(result.stdout) as {
+    type: string;
+    api_error_status?: number | null;
+    usage?: { output_tokens?: number; cache_read_input_tokens?: number };
+  };
   t.equal(output.type, 'result', 'Claude Code printed its result');
+  t.equal(output.api_error_status ?? null, null, 'no request failed at the HTTP level');
   t.ok((output.usage?.output_tokens ?? 0) > 0, `it received the streamed answer: ${result.stdout.slice(0, 400)}`);
 });
