@@ -148,3 +148,23 @@ t.test('the captured Claude Code request is accepted as it is', { skip: !existsS
   const start = JSON.parse(/^data: (.*)$/m.exec(text)![1]);
   t.ok(start.message.usage.input_tokens > 5000, `the long prompt fits the context (${start.message.usage.input_tokens} tokens)`);
 });
+
+t.test('a full queue answers 529 overloaded_error with retry-after', async (t) => {
+  const small = await startTestServer(await tinyModelPath(), { slots: 1, queue_length: 0, step_token_budget: 64, batch_size: 64, ubatch_size: 64 });
+  t.teardown(() => small.close());
+  const smallClient = new Anthropic({ baseURL: small.url, apiKey: TEST_KEY, maxRetries: 0 });
+  const busy = smallClient.messages.stream({ model: 'x', max_tokens: 3000, ...sampling(0), messages: question });
+  await new Promise<void>((resolve) => busy.once('text', () => resolve())); // generating: the only slot is taken
+  const response = await fetch(`${small.url}/v1/messages`, {
+    method: 'POST',
+    headers: { 'x-api-key': TEST_KEY, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'x', max_tokens: 5, messages: question }),
+  });
+  t.equal(response.status, 529);
+  t.equal(response.headers.get('retry-after'), '1');
+  t.match(await response.json(), { type: 'error', error: { type: 'overloaded_error' } });
+  busy.abort();
+  await busy.done().catch(() => {});
+  const after = await smallClient.messages.create({ model: 'x', max_tokens: 2, messages: question });
+  t.equal(after.type, 'message', 'served again once the slot is free');
+});
