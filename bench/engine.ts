@@ -99,7 +99,7 @@ interface SequenceRun {
   final: FinalStats;
 }
 
-/** Deterministic PRNG (mulberry32), so every run uses the same prompts. */
+/** Deterministic PRNG (mulberry32), so every bench run uses the same sequence of prompts. */
 function rng(seed: number): () => number {
   return () => {
     seed = (seed + 0x6d2b79f5) | 0;
@@ -148,7 +148,9 @@ function allDecodingRate(runs: SequenceRun[]): number {
 
 class PensieveSide {
   readonly earlyEnds: string[] = [];
-  private prompts: Int32Array[] = [];
+  /** Prompt tokens the engine served from its prefix cache; should stay 0, since every prompt is new. */
+  cachedTokens = 0;
+  private readonly next = rng(42);
 
   private constructor(private readonly engine: Engine, private readonly o: Options) {}
 
@@ -162,24 +164,23 @@ class PensieveSide {
   }
 
   /**
-   * Warm-up, which also picks the prompts: a random model may emit an end-of-generation token early; a
-   * prompt that does so here (all prompts at once, the largest level) is replaced by a fresh one.
+   * Every run gets new random prompts: the engine keeps each slot's last prompt as a reusable prefix, so
+   * a repeated prompt would skip its prefill (and batched-bench never reuses one either).
    */
+  private run(parallel: number): Promise<SequenceRun[]> {
+    const prompts = Array.from({ length: parallel }, () => randomPrompt(this.next, this.o.prefill, this.engine.model.vocabSize));
+    return runSequences(this.engine, prompts, this.o.gen);
+  }
+
   async warmUp(): Promise<void> {
-    const next = rng(42);
-    const fresh = (): Int32Array => randomPrompt(next, this.o.prefill, this.engine.model.vocabSize);
-    this.prompts = Array.from({ length: Math.max(...this.o.parallel) }, fresh);
-    for (let round = 0; round < 5; round++) {
-      const runs = await runSequences(this.engine, this.prompts, this.o.gen);
-      const early = runs.flatMap((r, i) => (r.final.generatedTokens < this.o.gen ? [i] : []));
-      if (early.length === 0) return;
-      for (const i of early) this.prompts[i] = fresh();
-    }
+    await this.run(Math.max(...this.o.parallel));
   }
 
   async measure(parallel: number): Promise<Level> {
-    const runs = await runSequences(this.engine, this.prompts.slice(0, parallel), this.o.gen);
+    const runs = await this.run(parallel);
     runs.forEach((r, i) => {
+      this.cachedTokens += r.final.cachedPromptTokens;
+      // A random model may emit an end-of-generation token early; such a run is reported, not hidden.
       if (r.final.generatedTokens !== this.o.gen) {
         this.earlyEnds.push(`${parallel} seqs, seq ${i}: ${r.final.generatedTokens}/${this.o.gen} tokens (${r.final.stopReason})`);
       }
@@ -313,6 +314,7 @@ async function main(): Promise<void> {
     '(admission to first token); decode = (generated - 1) / final.decodeMs; aggregate = tokens that arrive while all ' +
     'N sequences are decoding (after the last first token, up to the first last token) / that window\'s duration.');
   if (disturbed.length > 0) out.push('', `WARNING, measured while the machine was busy: ${disturbed.join('; ')}`);
+  if (pensieve.cachedTokens > 0) out.push('', `WARNING: the engine served ${pensieve.cachedTokens} prompt tokens from its prefix cache.`);
   if (pensieve.earlyEnds.length > 0) out.push('', `Sequences that ended early: ${pensieve.earlyEnds.join('; ')}`);
   out.push('', 'Every repeat, llama.cpp | pensieve, in order (1 seq: prefill/decode; N seqs: aggregate decode):');
   for (const [i, n] of o.parallel.entries()) {
