@@ -262,6 +262,9 @@ function runStep(plan: StepPlan): void {
     // Keep the reused prefix of what the slot holds; drop the rest.
     context.seqRemove(slot, cached, -1);
     seq.cached = seq.computed = cached;
+    Atomics.add(status, StatusWord.Admitted, 1);
+    Atomics.add(status, StatusWord.PromptTokens, seq.prompt.length);
+    Atomics.add(status, StatusWord.CachedPromptTokens, cached);
     if (!configureSampler(seq)) plan = withoutSequence(plan, id);
   }
   let n = 0;

@@ -7,9 +7,14 @@ export enum StatusWord {
   Steps = 2,
   DecodedTokens = 3,
   PrefilledTokens = 4,
+  /** Prompt tokens of admitted requests: all of them, and those served from the prefix cache. */
+  PromptTokens = 5,
+  CachedPromptTokens = 6,
+  /** Requests admitted into a slot. */
+  Admitted = 7,
 }
 
-export const STATUS_WORDS = 5;
+export const STATUS_WORDS = 8;
 
 export interface EngineStatus {
   slotsBusy: number;
@@ -17,6 +22,9 @@ export interface EngineStatus {
   steps: number;
   decodedTokens: number;
   prefilledTokens: number;
+  promptTokens: number;
+  cachedPromptTokens: number;
+  admitted: number;
 }
 
 export function readStatus(words: Int32Array): EngineStatus {
@@ -26,5 +34,8 @@ export function readStatus(words: Int32Array): EngineStatus {
     steps: Atomics.load(words, StatusWord.Steps),
     decodedTokens: Atomics.load(words, StatusWord.DecodedTokens),
     prefilledTokens: Atomics.load(words, StatusWord.PrefilledTokens),
+    promptTokens: Atomics.load(words, StatusWord.PromptTokens),
+    cachedPromptTokens: Atomics.load(words, StatusWord.CachedPromptTokens),
+    admitted: Atomics.load(words, StatusWord.Admitted),
   };
 }
