@@ -12,7 +12,17 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** The TOML shape (snake_case), as validated by {@link configSchema}. */
 export interface RawConfig {
-  server: { host: string; port: number; api_keys: string[]; require_key_on_loopback: boolean; body_limit_mb: number };
+  server: {
+    host: string;
+    port: number;
+    api_keys: string[];
+    require_key_on_loopback: boolean;
+    body_limit_mb: number;
+    allowed_hosts: string[];
+    cors_origins: string[];
+    rate_limit_per_minute: number;
+    shutdown_grace_seconds: number;
+  };
   model: { path: string; gpu_layers: number; aliases: Record<string, string> };
   engine: {
     slots: number;
@@ -25,11 +35,24 @@ export interface RawConfig {
     ring_records: number;
   };
   cache: { folder: string; max_mb: number };
-  log: { level: LogLevel };
+  log: { level: LogLevel; prompts: boolean };
 }
 
 export interface PensieveConfig {
-  server: { host: string; port: number; apiKeys: string[]; requireKeyOnLoopback: boolean; bodyLimitMb: number };
+  server: {
+    host: string;
+    port: number;
+    apiKeys: string[];
+    requireKeyOnLoopback: boolean;
+    bodyLimitMb: number;
+    /** Host header names accepted besides loopback names and IP addresses (DNS rebinding guard). */
+    allowedHosts: string[];
+    /** Origins answered with CORS headers; empty = CORS off. */
+    corsOrigins: string[];
+    /** Requests per minute per API key (or client address); 0 = no limit. */
+    rateLimitPerMinute: number;
+    shutdownGraceSeconds: number;
+  };
   /** `path` is '' when no model was configured; a leading `~` is expanded. */
   model: { path: string; gpuLayers: number; aliases: Record<string, string> };
   engine: {
@@ -44,7 +67,7 @@ export interface PensieveConfig {
   };
   /** `folder` is always an absolute path: '' in the TOML becomes the platform cache folder. */
   cache: { folder: string; maxMb: number };
-  log: { level: LogLevel };
+  log: { level: LogLevel; prompts: boolean };
 }
 
 export type DeepPartial<T> = {
@@ -77,6 +100,10 @@ const SECTIONS: Record<keyof RawConfig, Record<string, Prop>> = {
     api_keys: { type: 'array', items: str(1) },
     require_key_on_loopback: { type: 'boolean' },
     body_limit_mb: int(1, 1024),
+    allowed_hosts: { type: 'array', items: str(1) },
+    cors_origins: { type: 'array', items: str(1) },
+    rate_limit_per_minute: int(0, 1000000),
+    shutdown_grace_seconds: int(0, 3600),
   },
   model: {
     path: str(),
@@ -94,7 +121,7 @@ const SECTIONS: Record<keyof RawConfig, Record<string, Prop>> = {
     ring_records: int(16, 65536),
   },
   cache: { folder: str(), max_mb: int(0, 1048576) },
-  log: { level: { type: 'string', enum: [...LOG_LEVELS] } },
+  log: { level: { type: 'string', enum: [...LOG_LEVELS] }, prompts: { type: 'boolean' } },
 };
 
 const table = (properties: Record<string, object>, complete: boolean) => ({
@@ -296,6 +323,10 @@ export function loadConfig(opts: LoadConfigOptions = {}): { config: PensieveConf
       apiKeys: s.api_keys,
       requireKeyOnLoopback: s.require_key_on_loopback,
       bodyLimitMb: s.body_limit_mb,
+      allowedHosts: s.allowed_hosts,
+      corsOrigins: s.cors_origins,
+      rateLimitPerMinute: s.rate_limit_per_minute,
+      shutdownGraceSeconds: s.shutdown_grace_seconds,
     },
     model: { path: expandHome(m.path, env), gpuLayers: m.gpu_layers, aliases: m.aliases },
     engine: {
@@ -309,7 +340,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): { config: PensieveConf
       ringRecords: e.ring_records,
     },
     cache: { folder: c.folder ? path.resolve(expandHome(c.folder, env)) : defaultCacheFolder(env, platform), maxMb: c.max_mb },
-    log: { level: raw.log.level },
+    log: { level: raw.log.level, prompts: raw.log.prompts },
   };
   return { config, sources };
 }

@@ -2,7 +2,15 @@ import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'smol-toml';
-import { ConfigError, defaultConfigFile, loadConfig, userConfigFile, type LoadConfigOptions } from '../src/config.js';
+import {
+  ConfigError,
+  defaultConfigFile,
+  defaultModelsFolder,
+  loadConfig,
+  stateFolder,
+  userConfigFile,
+  type LoadConfigOptions,
+} from '../src/config.js';
 
 // A fresh, empty home for each test, so neither the real environment nor a real user file leaks in.
 function setup(t: Test, files: Parameters<Test['testdir']>[0] = {}) {
@@ -26,6 +34,7 @@ t.test('defaults load and match config/pensieve.toml', async (t) => {
     for (const [key, value] of Object.entries(keys)) {
       const actual = (config as unknown as Record<string, Record<string, unknown>>)[section]![camel(key)];
       if (section === 'cache' && key === 'folder') t.equal(actual, path.join(dir, 'cache', 'pensieve'), 'platform cache folder');
+      else if (section === 'model' && key === 'folder') t.equal(actual, path.join(dir, 'cache', 'pensieve', 'models'), 'models folder');
       else t.same(actual, value, `${section}.${key}`);
     }
   t.equal(config.engine.contextPerSlot, 32768);
@@ -48,8 +57,8 @@ t.test('an explicit file overrides the defaults; aliases merge', async (t) => {
   t.equal(config.model.path, path.join(dir, 'm.gguf'), '~ expands to HOME');
   t.equal(config.cache.folder, path.resolve('c'));
   t.same(config.model.aliases, { 'claude-*': 'default', 'gpt-*': 'default' });
-  t.equal(sources['engine.slots'], file);
-  t.equal(sources['model.aliases.gpt-*'], file);
+  t.equal(sources['engine.slots'], `--config ${file}`);
+  t.equal(sources['model.aliases.gpt-*'], `--config ${file}`);
   t.equal(sources['engine.batch_size'], 'default');
 });
 
@@ -62,7 +71,7 @@ t.test('the user file is read only without an explicit file', async (t) => {
   t.equal(user, path.join(dir, 'xdg', 'pensieve', 'pensieve.toml'));
   const a = load();
   t.equal(a.config.server.port, 8000);
-  t.equal(a.sources['server.port'], user);
+  t.equal(a.sources['server.port'], `user file ${user}`);
   const b = load({ file: path.join(dir, 'x.toml') });
   t.equal(b.config.server.port, 7777);
   t.equal(b.config.log.level, 'debug');
@@ -97,7 +106,7 @@ t.test('environment variables override files, with coercion', async (t) => {
   t.same(config.model.aliases, { 'claude-*': 'default', 'gpt-*': 'default', '*': 'default' });
   t.equal(config.log.level, 'warn');
   t.equal(sources['engine.slots'], 'env PENSIEVE_ENGINE_SLOTS');
-  t.equal(sources['engine.threads'], file);
+  t.equal(sources['engine.threads'], `--config ${file}`);
   t.equal(sources['server.api_keys'], 'env PENSIEVE_SERVER_API_KEYS');
   t.equal(sources['cache.folder'], 'default', 'an empty variable counts as unset');
 });
@@ -156,7 +165,7 @@ t.test('cross-field checks after merging', async (t) => {
   rejects(
     t,
     () => load({ file }),
-    new RegExp(`^config: engine\\.ubatch_size \\(512, from default\\) must be <= engine\\.batch_size \\(256, from ${file.replace(/[.\\]/g, '\\$&')}\\)$`),
+    new RegExp(`^config: engine\\.ubatch_size \\(512, from default\\) must be <= engine\\.batch_size \\(256, from --config ${file.replace(/[.\\]/g, '\\$&')}\\)$`),
   );
   const ok = load({ file, env: { PENSIEVE_ENGINE_UBATCH_SIZE: '256' }, overrides: { engine: { step_token_budget: 128 } } });
   t.equal(ok.config.engine.ubatchSize, 256);
@@ -165,4 +174,19 @@ t.test('cross-field checks after merging', async (t) => {
     () => load({ file, env: { PENSIEVE_ENGINE_UBATCH_SIZE: '256' } }),
     /^config: engine\.step_token_budget \(512, from default\) must be <= engine\.batch_size/,
   );
+});
+
+t.test('models and state folders per platform; model.folder resolves', async (t) => {
+  t.equal(defaultModelsFolder({ HOME: '/h' }, 'linux'), '/h/.cache/pensieve/models');
+  t.equal(defaultModelsFolder({ HOME: '/h' }, 'darwin'), '/h/Library/Caches/pensieve/models');
+  t.equal(defaultModelsFolder({ LOCALAPPDATA: 'C:\\L' }, 'win32'), 'C:\\L\\pensieve\\Cache\\models');
+  t.equal(stateFolder({ HOME: '/h' }, 'linux'), '/h/.local/state/pensieve');
+  t.equal(stateFolder({ HOME: '/h', XDG_STATE_HOME: '/s' }, 'linux'), '/s/pensieve');
+  t.equal(stateFolder({ HOME: '/h' }, 'darwin'), '/h/Library/Application Support/pensieve');
+  const { dir, load } = setup(t);
+  const { config, raw, sources } = load({ env: { PENSIEVE_MODEL_FOLDER: '~/models', PENSIEVE_MODEL_CHECK_MEMORY: 'no' } });
+  t.equal(config.model.folder, path.join(dir, 'models'));
+  t.equal(raw.model.folder, '~/models', 'raw keeps the value as set');
+  t.equal(config.model.checkMemory, false);
+  t.equal(sources['model.check_memory'], 'env PENSIEVE_MODEL_CHECK_MEMORY');
 });
