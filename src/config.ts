@@ -23,7 +23,7 @@ export interface RawConfig {
     rate_limit_per_minute: number;
     shutdown_grace_seconds: number;
   };
-  model: { path: string; gpu_layers: number; aliases: Record<string, string> };
+  model: { path: string; folder: string; check_memory: boolean; gpu_layers: number; aliases: Record<string, string> };
   engine: {
     slots: number;
     context_per_slot: number;
@@ -53,8 +53,11 @@ export interface PensieveConfig {
     rateLimitPerMinute: number;
     shutdownGraceSeconds: number;
   };
-  /** `path` is '' when no model was configured; a leading `~` is expanded. */
-  model: { path: string; gpuLayers: number; aliases: Record<string, string> };
+  /**
+   * `path` is '' when no model was configured, else a file path, a hub reference or an alias; a leading
+   * `~` is expanded. `folder` (downloaded models) is always absolute: '' becomes `<platform cache>/models`.
+   */
+  model: { path: string; folder: string; checkMemory: boolean; gpuLayers: number; aliases: Record<string, string> };
   engine: {
     slots: number;
     contextPerSlot: number;
@@ -107,6 +110,8 @@ const SECTIONS: Record<keyof RawConfig, Record<string, Prop>> = {
   },
   model: {
     path: str(),
+    folder: str(),
+    check_memory: { type: 'boolean' },
     gpu_layers: int(-1, 4096),
     aliases: { type: 'object', propertyNames: { pattern: '^([^*]+\\*?|\\*)$' }, additionalProperties: str(1) },
   },
@@ -230,6 +235,19 @@ export function defaultCacheFolder(env: NodeJS.ProcessEnv = process.env, platfor
   return path.join(env.XDG_CACHE_HOME || path.join(home(env), '.cache'), 'pensieve');
 }
 
+/** Where downloaded models go when model.folder is '': beside the prompt cache, never inside it. */
+export function defaultModelsFolder(env: NodeJS.ProcessEnv = process.env, platform = process.platform): string {
+  return (platform === 'win32' ? path.win32 : path).join(defaultCacheFolder(env, platform), 'models');
+}
+
+/** Where `start --daemon` keeps its pid and log files. */
+export function stateFolder(env: NodeJS.ProcessEnv = process.env, platform = process.platform): string {
+  if (platform === 'win32')
+    return path.win32.join(env.LOCALAPPDATA || path.win32.join(home(env), 'AppData', 'Local'), 'pensieve', 'State');
+  if (platform === 'darwin') return path.join(home(env), 'Library', 'Application Support', 'pensieve');
+  return path.join(env.XDG_STATE_HOME || path.join(home(env), '.local', 'state'), 'pensieve');
+}
+
 const BOOLEANS: Record<string, boolean> = { true: true, false: false, '1': true, '0': false, yes: true, no: false, on: true, off: false };
 
 function coerce(layer: Layer, type: Prop['type'], text: string): unknown {
@@ -289,14 +307,25 @@ function merge(into: Table, from: Table, source: string, sources: Record<string,
 
 const expandHome = (p: string, env: NodeJS.ProcessEnv) => (/^~(?=$|[\\/])/.test(p) ? home(env) + p.slice(1) : p);
 
-export function loadConfig(opts: LoadConfigOptions = {}): { config: PensieveConfig; sources: Record<string, string> } {
+export interface LoadedConfig {
+  config: PensieveConfig;
+  /** The merged TOML shape, as the layers set it (paths not yet resolved). */
+  raw: RawConfig;
+  /**
+   * Where each leaf key (`engine.slots`, `model.aliases.claude-*`) came from: `default`,
+   * `user file PATH`, `--config PATH`, `env NAME` or `flag`.
+   */
+  sources: Record<string, string>;
+}
+
+export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
   const env = opts.env ?? process.env;
   const platform = opts.platform ?? process.platform;
   const defaults = defaultConfigFile();
   const layers = [validate(readLayer(defaults, 'default'), true)];
   const user = userConfigFile(env, platform);
   const file = opts.file === undefined ? (existsSync(user) ? user : undefined) : path.resolve(opts.file);
-  if (file) layers.push(validate(readLayer(file, file)));
+  if (file) layers.push(validate(readLayer(file, opts.file === undefined ? `user file ${file}` : `--config ${file}`)));
   layers.push(...envLayers(env));
   if (opts.overrides) layers.push(validate({ data: opts.overrides as Table, source: 'flag', where: 'flag' }));
 
@@ -328,7 +357,13 @@ export function loadConfig(opts: LoadConfigOptions = {}): { config: PensieveConf
       rateLimitPerMinute: s.rate_limit_per_minute,
       shutdownGraceSeconds: s.shutdown_grace_seconds,
     },
-    model: { path: expandHome(m.path, env), gpuLayers: m.gpu_layers, aliases: m.aliases },
+    model: {
+      path: expandHome(m.path, env),
+      folder: m.folder ? path.resolve(expandHome(m.folder, env)) : defaultModelsFolder(env, platform),
+      checkMemory: m.check_memory,
+      gpuLayers: m.gpu_layers,
+      aliases: m.aliases,
+    },
     engine: {
       slots: e.slots,
       contextPerSlot: e.context_per_slot,
@@ -342,5 +377,5 @@ export function loadConfig(opts: LoadConfigOptions = {}): { config: PensieveConf
     cache: { folder: c.folder ? path.resolve(expandHome(c.folder, env)) : defaultCacheFolder(env, platform), maxMb: c.max_mb },
     log: { level: raw.log.level, prompts: raw.log.prompts },
   };
-  return { config, sources };
+  return { config, raw, sources };
 }
