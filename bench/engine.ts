@@ -158,7 +158,7 @@ class PensieveSide {
     const slots = Math.max(...o.parallel);
     const engine = await Engine.start({
       modelPath: o.model, gpuLayers: 0, slots, contextPerSlot: o.prefill + o.gen, stepTokenBudget: BATCH,
-      batchSize: BATCH, ubatchSize: BATCH, threads: o.threads, queueLength: slots, ringRecords: 256,
+      batchSize: BATCH, ubatchSize: BATCH, threads: o.threads, queueLength: slots, ringRecords: 256, streamIntervalMs: 20,
     });
     return new PensieveSide(engine, o);
   }

@@ -33,6 +33,7 @@ export interface RawConfig {
     threads: number;
     queue_length: number;
     ring_records: number;
+    stream_interval_ms: number;
   };
   cache: { folder: string; max_mb: number };
   log: { level: LogLevel; prompts: boolean };
@@ -67,6 +68,7 @@ export interface PensieveConfig {
     threads: number;
     queueLength: number;
     ringRecords: number;
+    streamIntervalMs: number;
   };
   /** `folder` is always an absolute path: '' in the TOML becomes the platform cache folder. */
   cache: { folder: string; maxMb: number };
@@ -124,6 +126,7 @@ const SECTIONS: Record<keyof RawConfig, Record<string, Prop>> = {
     threads: int(0, 1024),
     queue_length: int(0, 65536),
     ring_records: int(16, 65536),
+    stream_interval_ms: int(0, 1000),
   },
   cache: { folder: str(), max_mb: int(0, 1048576) },
   log: { level: { type: 'string', enum: [...LOG_LEVELS] }, prompts: { type: 'boolean' } },
@@ -373,6 +376,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
       threads: e.threads,
       queueLength: e.queue_length,
       ringRecords: e.ring_records,
+      streamIntervalMs: e.stream_interval_ms,
     },
     cache: { folder: c.folder ? path.resolve(expandHome(c.folder, env)) : defaultCacheFolder(env, platform), maxMb: c.max_mb },
     log: { level: raw.log.level, prompts: raw.log.prompts },

@@ -4,18 +4,21 @@
 // It calls the addon synchronously; when there is nothing to compute it sleeps on the doorbell.
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { loadAddon, type NativeContext } from '../src/native.js';
-import { Scheduler, type StepPlan } from '../src/engine/scheduler.js';
+import { Scheduler, type DecodeEntry, type PrefillEntry, type StepPlan } from '../src/engine/scheduler.js';
 import { RingWriter } from '../src/engine/ring.js';
 import { TextStream } from '../src/engine/text-stream.js';
 import { SlotPrefixCache } from '../src/engine/prefix-cache.js';
 import type { EngineCommand, EngineSettings, FinalStats, GenerateParams, StopReason } from '../src/engine/types.js';
 import { STATUS_WORDS, StatusWord } from '../src/engine/status.js';
+import { ringBell } from '../src/engine/output-bell.js';
 
 export interface EngineThreadData {
   settings: EngineSettings;
   commands: MessagePort;
   /** Int32 word 0 is bumped (and notified) whenever the engine has something new to look at. */
   doorbell: SharedArrayBuffer;
+  /** The output bell (src/engine/output-bell.ts), rung after writing into rings. */
+  outputBell: SharedArrayBuffer;
   /** Int32 words updated every step, read by the main thread (see StatusWord). */
   status: SharedArrayBuffer;
 }
@@ -49,7 +52,7 @@ interface Sequence {
   done: boolean;
 }
 
-const { settings, commands, doorbell: doorbellBuffer, status: statusBuffer } = workerData as EngineThreadData;
+const { settings, commands, doorbell: doorbellBuffer, outputBell: outputBellBuffer, status: statusBuffer } = workerData as EngineThreadData;
 const addon = loadAddon();
 const model = new addon.Model(settings.modelPath, { gpuLayers: settings.gpuLayers });
 const context: NativeContext = new addon.Context(model, {
@@ -70,6 +73,7 @@ const scheduler = new Scheduler({
   place: (request, freeSlots) => prefixCache.place(sequences.get(request.id)!.prompt, freeSlots),
 });
 const doorbell = new Int32Array(doorbellBuffer);
+const outputBell = new Int32Array(outputBellBuffer);
 const status = new Int32Array(statusBuffer, 0, STATUS_WORDS);
 const encoder = new TextEncoder();
 
@@ -87,12 +91,30 @@ const sampledFor: Sequence[] = new Array(settings.slots);
 
 const nothing = new Uint8Array(0);
 
+/** Records written since the output bell last rang, and whether one of them must go out at once. */
+let unannounced = false;
+let urgent = false;
+let lastAnnounced = 0;
+
+/** Rings the output bell when something waits for it and it is due (see output-bell.ts). */
+function announce(force: boolean): void {
+  if (!unannounced) return;
+  const at = now();
+  if (!force && !urgent && at - lastAnnounced < settings.streamIntervalMs) return;
+  ringBell(outputBell);
+  unannounced = urgent = false;
+  lastAnnounced = at;
+}
+
 function pieceOf(seq: Sequence, token: number): Uint8Array {
   if (pieces.special[token] && !seq.shownSpecial.has(token)) return nothing;
   return pieces.bytes.subarray(pieces.offsets[token], pieces.offsets[token + 1]);
 }
 
 function emit(seq: Sequence, record: { token: number; text: Uint8Array } | FinalStats): void {
+  unannounced = true;
+  // A first token (time to first token) and an end (the slot is free) are not held back.
+  if (!('token' in record) || seq.generated === 1) urgent = true;
   if (seq.backlog.length === 0) {
     const written = 'token' in record ? seq.ring.writeText(record.token, record.text) : seq.ring.writeFinal(record);
     if (written) return;
@@ -112,6 +134,7 @@ function drainBacklog(seq: Sequence): boolean {
       return false;
     }
     seq.backlog.shift();
+    unannounced = true;
   }
   return true;
 }
@@ -269,24 +292,27 @@ function runStep(plan: StepPlan): void {
   }
   let n = 0;
   let nSample = 0;
-  for (const { id, slot } of plan.decode) {
-    const seq = sequences.get(id)!;
-    batchTokens[n] = seq.lastToken;
-    batchPositions[n] = seq.prompt.length + seq.generated - 1;
-    batchSeqIds[n] = slot;
-    sampleAt[nSample] = n;
-    sampledFor[nSample++] = seq;
-    n++;
-  }
-  for (const chunk of plan.prefill) {
-    const seq = sequences.get(chunk.id)!;
-    batchTokens.set(seq.prompt.subarray(chunk.start, chunk.start + chunk.count), n);
-    for (let i = 0; i < chunk.count; i++) {
-      batchPositions[n + i] = chunk.start + i;
-      batchSeqIds[n + i] = chunk.slot;
+  // With one KV stream per slot, llama.cpp puts only sequences of consecutive ascending ids into one
+  // ubatch: listing them in slot order keeps a step at one pass over the weights.
+  const entries: Array<DecodeEntry | PrefillEntry> = [...plan.decode, ...plan.prefill];
+  for (const entry of entries.sort((a, b) => a.slot - b.slot)) {
+    const seq = sequences.get(entry.id)!;
+    if (!('start' in entry)) {
+      batchTokens[n] = seq.lastToken;
+      batchPositions[n] = seq.prompt.length + seq.generated - 1;
+      batchSeqIds[n] = entry.slot;
+      sampleAt[nSample] = n;
+      sampledFor[nSample++] = seq;
+      n++;
+      continue;
     }
-    n += chunk.count;
-    if (chunk.last) {
+    batchTokens.set(seq.prompt.subarray(entry.start, entry.start + entry.count), n);
+    for (let i = 0; i < entry.count; i++) {
+      batchPositions[n + i] = entry.start + i;
+      batchSeqIds[n + i] = entry.slot;
+    }
+    n += entry.count;
+    if (entry.last) {
       sampleAt[nSample] = n - 1;
       sampledFor[nSample++] = seq;
     }
@@ -327,15 +353,18 @@ function loop(): void {
     const plan = scheduler.plan();
     publishStatus();
     if (plan.tokens === 0) {
+      announce(true);
       Atomics.wait(doorbell, 0, bell);
       continue;
     }
     runStep(plan);
+    announce(false);
   }
 }
 
 parentPort!.postMessage({ type: 'ready', model: model.info(), context: context.info() });
 loop();
 for (const seq of sequences.values()) finish(seq, 'cancelled');
+announce(true);
 context.free();
 model.free();

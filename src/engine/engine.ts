@@ -4,6 +4,7 @@ import { MessageChannel, Worker, type MessagePort, type WorkerOptions } from 'no
 import { existsSync } from 'node:fs';
 import { loadAddon, type ModelInfo, type NativeModel } from '../native.js';
 import { createRing, RingReader, RingWriter } from './ring.js';
+import { BellListener, createBell, ringBell } from './output-bell.js';
 import { readStatus, STATUS_WORDS, type EngineStatus } from './status.js';
 import type { EngineCommand, EngineSettings, FinalStats, GenerateParams } from './types.js';
 import type { EngineThreadData } from '../../workers/engine-thread.js';
@@ -41,6 +42,7 @@ export class Engine {
   /** Rings of generations not yet ended, to end them with an error if the engine thread dies. */
   private readonly outstanding = new Map<number, SharedArrayBuffer>();
   private readonly doorbell: Int32Array;
+  private readonly outputBell: BellListener;
   private readonly statusWords: Int32Array;
   private closed = false;
 
@@ -52,9 +54,11 @@ export class Engine {
     private readonly worker: Worker,
     private readonly commands: MessagePort,
     doorbell: SharedArrayBuffer,
+    private readonly outputBellBuffer: SharedArrayBuffer,
     status: SharedArrayBuffer,
   ) {
     this.doorbell = new Int32Array(doorbell);
+    this.outputBell = new BellListener(outputBellBuffer);
     this.statusWords = new Int32Array(status);
   }
 
@@ -65,8 +69,9 @@ export class Engine {
     const vocab = new (loadAddon().Model)(settings.modelPath, { vocabOnly: true });
     const channel = new MessageChannel();
     const doorbell = new SharedArrayBuffer(4);
+    const outputBell = createBell();
     const status = new SharedArrayBuffer(STATUS_WORDS * 4);
-    const data: EngineThreadData = { settings, commands: channel.port2, doorbell, status };
+    const data: EngineThreadData = { settings, commands: channel.port2, doorbell, outputBell, status };
     const worker = startEngineThread({ workerData: data, transferList: [channel.port2] });
     let model: ModelInfo;
     try {
@@ -81,7 +86,7 @@ export class Engine {
     }
     worker.removeAllListeners('exit');
     worker.removeAllListeners('error');
-    const engine = new Engine(settings, model, vocab, worker, channel.port1, doorbell, status);
+    const engine = new Engine(settings, model, vocab, worker, channel.port1, doorbell, outputBell, status);
     worker.on('error', (err) => engine.onThreadDied(err));
     worker.on('exit', (code) => engine.onThreadDied(new Error(`engine thread exited (code ${code})`)));
     return engine;
@@ -97,6 +102,7 @@ export class Engine {
       new RingWriter(ring).writeFinal({ stopReason: 'error', stopSequenceIndex: -1, promptTokens: 0, cachedPromptTokens: 0, generatedTokens: 0, queueMs: 0, prefillMs: 0, decodeMs: 0 });
     }
     this.outstanding.clear();
+    ringBell(new Int32Array(this.outputBellBuffer));
   }
 
   get alive(): boolean {
@@ -133,7 +139,7 @@ export class Engine {
     if (this.outstanding.size >= this.settings.slots + this.settings.queueLength) throw new EngineOverloadedError();
     const id = this.nextId++;
     const ring = createRing(this.settings.ringRecords);
-    const reader = new RingReader(ring, () => this.ring());
+    const reader = new RingReader(ring, this.outputBell, () => this.ring());
     this.outstanding.set(id, ring);
     this.send({ type: 'submit', id, prompt: tokens, params, ring, submittedAt: performance.timeOrigin + performance.now() });
     const onAbort = (): void => this.send({ type: 'cancel', id, abandon: false });

@@ -1,6 +1,7 @@
 // Token rings: one per request, in a SharedArrayBuffer, written by the engine thread and read by the
 // main thread. The writer never blocks and never overwrites: when a ring is full the engine pauses that
-// sequence (it is left out of the next decode steps) until the reader has made room.
+// sequence (it is left out of the next decode steps) until the reader has made room. Writing does not
+// wake the reader: the engine rings the shared output bell (output-bell.ts) after writing.
 //
 // Layout of the SharedArrayBuffer (little-endian, as the host):
 //   bytes 0..15   header, four int32 words:
@@ -19,6 +20,7 @@
 //                    int32 generated tokens at +20, float64 queue ms at +24, prefill ms at +32,
 //                    decode ms at +40. It is the last record of a ring.
 import type { FinalStats, StopReason } from './types.js';
+import type { BellListener } from './output-bell.js';
 
 export const RECORD_BYTES = 64;
 export const TEXT_BYTES_PER_RECORD = 52;
@@ -116,7 +118,6 @@ export class RingWriter extends RingView {
 
   private publish(head: number): void {
     Atomics.store(this.header, HEAD, head | 0);
-    Atomics.notify(this.header, HEAD);
   }
 }
 
@@ -125,19 +126,23 @@ export type RingRecord =
   | ({ kind: 'final' } & FinalStats);
 
 export class RingReader extends RingView {
-  /** Called after the reader made room in a ring whose writer was waiting for it. */
-  constructor(buffer: SharedArrayBuffer, private readonly onRoom: () => void) {
+  /**
+   * `bell` is the output bell the writer rings after writing; `onRoom` is called after the reader made
+   * room in a ring whose writer was waiting for it.
+   */
+  constructor(buffer: SharedArrayBuffer, private readonly bell: BellListener, private readonly onRoom: () => void) {
     super(buffer);
   }
 
   /** Yields each token's text, then the final record. */
   async *records(): AsyncGenerator<RingRecord, void, undefined> {
     for (;;) {
+      // The bell is read before the head: a write after this point changes the bell before it wakes us.
+      const bell = this.bell.current();
       let tail = Atomics.load(this.header, TAIL);
       const head = Atomics.load(this.header, HEAD);
       if (head === tail) {
-        const wait = Atomics.waitAsync(this.header, HEAD, head);
-        if (wait.async) await wait.value;
+        await this.bell.changedFrom(bell);
         continue;
       }
       // Take every record that is there now; a token's continuation records always come with it.

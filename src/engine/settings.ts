@@ -17,5 +17,6 @@ export function engineSettings(config: PensieveConfig): EngineSettings {
     threads: e.threads > 0 ? e.threads : physicalCores(),
     queueLength: e.queueLength,
     ringRecords: 2 ** Math.ceil(Math.log2(e.ringRecords)),
+    streamIntervalMs: e.streamIntervalMs,
   };
 }

@@ -63,6 +63,8 @@ export interface EngineSettings {
   queueLength: number;
   /** Token ring capacity per request, in records (a power of two). */
   ringRecords: number;
+  /** Least time between wake-ups of the readers while tokens stream (first and last records go at once). */
+  streamIntervalMs: number;
 }
 
 /** Messages from the main thread to the engine thread. */

@@ -30,6 +30,7 @@ export function startEngine(modelPath: string, settings: Partial<EngineSettings>
     threads: 2,
     queueLength: 16,
     ringRecords: 64,
+    streamIntervalMs: 20,
     ...settings,
   });
 }
