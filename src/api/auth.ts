@@ -21,7 +21,7 @@ export function isLoopback(address: string | undefined): boolean {
 }
 
 /** The keys a request presents, from either header (both when both are sent). */
-function presentedKeys(request: FastifyRequest): string[] {
+export function presentedKeys(request: FastifyRequest): string[] {
   const keys: string[] = [];
   const first = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h);
   const apiKey = first(request.headers['x-api-key']);

@@ -18,6 +18,15 @@ export interface MessagesDeps {
   pool: PreparePool;
   /** Seconds between pings while nothing else is sent (waiting in the queue, prefilling). */
   pingSeconds?: number;
+  /** A recorder for each message request (time to first token, inter-token latency). */
+  metrics?: () => RequestMetrics;
+  /** Aborted when the server stops: running generations are cancelled and end as usual. */
+  stop?: AbortSignal;
+}
+
+export interface RequestMetrics {
+  /** Passes the generation's events through, recording them on the way. */
+  observe(events: AsyncIterable<GenerationEvent>, promptTokens: number): AsyncIterable<GenerationEvent>;
 }
 
 type StopReason = 'end_turn' | 'max_tokens' | 'stop_sequence' | 'tool_use';
@@ -209,13 +218,21 @@ export function registerMessageRoutes(app: FastifyInstance, deps: MessagesDeps):
   app.post('/v1/messages', { schema: { body: messagesRequestSchema }, sse: { kind: 'manual', heartbeat: false } },
     async (request: FastifyRequest, reply: FastifyReply) => {
       const body = request.body as MessagesRequest;
+      const metrics = deps.metrics?.();
       const engine = readyEngine(deps);
       const prepared = await prepare(deps, engine, body);
       const cancel = new AbortController();
-      // A client that goes away cancels its generation, which frees its slot at once.
-      reply.raw.on('close', () => cancel.abort());
+      // A client that goes away, or the server stopping, cancels the generation, which frees its slot at once.
+      const abort = (): void => cancel.abort();
+      deps.stop?.addEventListener('abort', abort, { once: true });
+      reply.raw.on('close', () => {
+        abort();
+        deps.stop?.removeEventListener('abort', abort);
+      });
+      if (deps.stop?.aborted) abort();
       const params = generateParams(body, prepared);
-      const events = startGeneration(engine, prepared, params, cancel.signal);
+      const generation = startGeneration(engine, prepared, params, cancel.signal);
+      const events = metrics ? metrics.observe(generation, prepared.tokens.length) : generation;
       const transcript = new Transcript(prepared, thinkingRequested(body) && body.thinking?.type !== 'disabled', prepared.chat.grammar !== '');
       if (!body.stream) return completeMessage(request, body, events, transcript);
       await streamMessage(request, body, prepared, events, transcript, reply, deps.pingSeconds ?? 5);

@@ -3,7 +3,8 @@
 // /health (and count_tokens, which needs only the vocabulary) answer while it loads.
 import Fastify, { type FastifyInstance } from 'fastify';
 import { fastifySSE } from '@fastify/sse';
-import { randomBytes } from 'node:crypto';
+import cors from '@fastify/cors';
+import type { DestinationStream } from 'pino';
 import type { PensieveConfig } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import type { PreparePool } from '../chat/prepare-pool.js';
@@ -12,6 +13,13 @@ import { registerAuth } from '../api/auth.js';
 import { registerModelRoutes, type ModelInfo } from '../api/models.js';
 import { registerMessageRoutes } from '../api/messages.js';
 import { fastifyAjvOptions } from '../api/schemas.js';
+import { loggerOptions, registerRequestLogging } from './logging.js';
+import { registerHostCheck } from './host-check.js';
+import { registerRateLimit } from './rate-limit.js';
+import { registerHealth } from './health.js';
+import { Metrics } from './metrics.js';
+import { registerGracefulClose } from './shutdown.js';
+import { assertSafeExposure } from './exposure.js';
 
 export interface ServerState {
   engine?: Engine;
@@ -26,30 +34,34 @@ export interface ServerOptions {
   model: ModelInfo;
   /** Seconds between SSE pings while nothing else is sent. */
   pingSeconds?: number;
+  /** Where the JSON log lines go instead of stdout. */
+  logStream?: DestinationStream;
 }
 
-export async function buildServer({ config, state, pool, model, pingSeconds }: ServerOptions): Promise<FastifyInstance> {
+/** Throws ConfigError when the config would expose the server with a well-known key. */
+export async function buildServer({ config, state, pool, model, pingSeconds, logStream }: ServerOptions): Promise<FastifyInstance> {
+  assertSafeExposure(config);
+  const { server } = config;
   const app = Fastify({
-    logger: { level: config.log.level },
-    bodyLimit: config.server.bodyLimitMb * 1024 * 1024,
-    genReqId: () => `req_${randomBytes(12).toString('hex')}`,
+    ...loggerOptions(config, logStream),
+    bodyLimit: server.bodyLimitMb * 1024 * 1024,
     ajv: fastifyAjvOptions, // reject wrong types instead of coercing them
+    return503OnClosing: false, // registerGracefulClose answers in the API's shape instead
   });
-  app.addHook('onSend', async (request, reply) => {
-    reply.header('request-id', request.id);
-  });
+  registerRequestLogging(app, config);
   await app.register(fastifySSE, { heartbeatInterval: 0 }); // the API's own ping events keep streams alive
   registerErrorHandling(app);
-  registerAuth(app, { apiKeys: config.server.apiKeys, requireKeyOnLoopback: config.server.requireKeyOnLoopback });
+  // Hooks run in this order: Host check, then the closing check, then the key, then the rate limit.
+  registerHostCheck(app, server.host, server.allowedHosts);
+  const stop = registerGracefulClose(app, server.shutdownGraceSeconds);
+  registerAuth(app, { apiKeys: server.apiKeys, requireKeyOnLoopback: server.requireKeyOnLoopback });
+  await registerRateLimit(app, server.rateLimitPerMinute);
+  if (server.corsOrigins.length > 0) await app.register(cors, { origin: server.corsOrigins });
 
-  app.get('/health', async (_request, reply) => {
-    if (state.engine?.alive) {
-      return { status: 'ok', model: model.id, slots: state.engine.settings.slots, ...state.engine.status() };
-    }
-    if (state.loadError) return reply.code(503).send({ status: 'error', error: state.loadError.message });
-    return reply.code(503).send({ status: 'loading' });
-  });
+  const metrics = new Metrics(() => state.engine);
+  metrics.register(app);
+  registerHealth(app, state, model.id);
   registerModelRoutes(app, () => model, config.model.aliases);
-  registerMessageRoutes(app, { engine: () => state.engine, pool, pingSeconds });
+  registerMessageRoutes(app, { engine: () => state.engine, pool, pingSeconds, metrics: () => metrics.request(), stop });
   return app;
 }
