@@ -9,8 +9,7 @@ import type { PensieveConfig } from '../config.js';
 export function loggerOptions(config: PensieveConfig, stream?: DestinationStream): FastifyServerOptions {
   return {
     logger: { level: config.log.level, ...(stream && { stream }) },
-    genReqId: () => `req_${randomBytes(12).toString('hex')}`,
-    requestIdLogLabel: 'requestId',
+    genReqId: () => `req_${randomBytes(12).toString('hex')}`, // logged as reqId
   };
 }
 

@@ -1,5 +1,6 @@
 // A real Pensieve server (HTTP, prep pool, engine thread, llama.cpp) on a free loopback port, for tests.
 import type { FastifyInstance } from 'fastify';
+import type { DestinationStream } from 'pino';
 import { loadConfig, type PensieveConfig } from '../../src/config.js';
 import { Engine } from '../../src/engine/engine.js';
 import { PreparePool } from '../../src/chat/prepare-pool.js';
@@ -16,17 +17,35 @@ export interface TestServer {
 
 export const TEST_KEY = 'pensieve-local-key';
 
+export interface TestServerOptions {
+  /** Overrides of the [server] and [log] sections (snake_case keys, as in the TOML). */
+  server?: Record<string, unknown>;
+  log?: Record<string, unknown>;
+  /** Receives the JSON log lines. */
+  logStream?: DestinationStream;
+}
+
 /** `engine` overrides the config's [engine] section (snake_case keys, as in the TOML). */
-export async function startTestServer(modelPath: string, engine: Record<string, number> = {}, pingSeconds = 5): Promise<TestServer> {
+export async function startTestServer(
+  modelPath: string,
+  engine: Record<string, number> = {},
+  pingSeconds = 5,
+  options: TestServerOptions = {},
+): Promise<TestServer> {
   const { config } = loadConfig({
     env: {},
-    overrides: { server: { port: 0 }, model: { path: modelPath }, log: { level: 'warn' }, engine: { slots: 4, context_per_slot: 16384, threads: 2, ...engine } },
+    overrides: {
+      server: { port: 0, ...options.server },
+      model: { path: modelPath },
+      log: { level: 'warn', ...options.log },
+      engine: { slots: 4, context_per_slot: 16384, threads: 2, ...engine },
+    },
   });
   const state: ServerState = {};
   const settings = engineSettings(config);
   const pool = new PreparePool({ modelPath, threads: 1 });
   state.engine = await Engine.start(settings);
-  const app = await buildServer({ config, state, pool, model: { id: 'test-model', displayName: 'test model', createdAt: new Date(0).toISOString() }, pingSeconds });
+  const app = await buildServer({ config, state, pool, model: { id: 'test-model', displayName: 'test model', createdAt: new Date(0).toISOString() }, pingSeconds, logStream: options.logStream });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
