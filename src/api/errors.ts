@@ -131,7 +131,7 @@ function classify(error: unknown): { status: number; type: ApiErrorType; message
 
 /**
  * Sets the error and not-found handlers on `app` (call before registering routes, on the root
- * instance, so every route gets them). Errors become the API's shape; 5xx are logged.
+ * instance, so every route gets them). Errors become the API's shape; unexpected ones are logged with their stack.
  */
 export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
@@ -143,8 +143,10 @@ export function registerErrorHandling(app: FastifyInstance): void {
       return;
     }
     const { status, type, message, headers } = classify(error);
-    if (status >= 500) request.log.error({ err: error }, 'request failed');
-    else request.log.info({ status, type, message }, 'request rejected');
+    // Unexpected errors get their stack; the server's own answers (529 when overloaded, 503 while
+    // stopping) are expected under load and get one line.
+    if (status >= 500 && !(error instanceof ApiError)) request.log.error({ err: error }, 'request failed');
+    else request.log[status >= 500 ? 'warn' : 'info']({ status, type, message }, 'request rejected');
     if (headers) reply.headers(headers);
     return reply.code(status).send(errorBody(type, message, request.id));
   });
