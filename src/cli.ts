@@ -1,97 +1,65 @@
 #!/usr/bin/env node
-// The `pensieve` command.
-import { parseArgs } from 'node:util';
-import { existsSync } from 'node:fs';
-import { basename } from 'node:path';
-import { stat } from 'node:fs/promises';
-import { ConfigError, loadConfig } from './config.js';
-import { Engine } from './engine/engine.js';
-import { buildServer, type ServerState } from './server/app.js';
-import { exitOnSignals } from './server/shutdown.js';
-import { PreparePool } from './chat/prepare-pool.js';
-import type { ModelInfo } from './api/models.js';
-import { engineSettings } from './engine/settings.js';
+// The `pensieve` command: dispatches to src/cli/<command>.ts and turns errors into exit codes.
+// Commands are imported on demand, so that `status` does not load the engine and the addon.
+import { ConfigError } from './config.js';
+import { CliError, ExitCode } from './cli/errors.js';
+import { networkMessage } from './model/download.js';
+
+interface Command {
+  run(args: string[]): Promise<ExitCode | undefined>;
+}
+
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  start: { summary: 'load a model and serve the Anthropic Messages API (--daemon: in the background)', load: () => import('./cli/start.js') },
+  stop: { summary: 'stop the server started with start --daemon', load: () => import('./cli/stop.js') },
+  status: { summary: "whether a server is running, and its /health", load: () => import('./cli/status.js') },
+  config: { summary: 'print the effective config and where each value came from', load: () => import('./cli/config.js') },
+  validate: { summary: 'check the config and the model file without starting', load: () => import('./cli/validate.js') },
+  pull: { summary: 'download a model from Hugging Face', load: () => import('./cli/pull.js') },
+  models: { summary: 'list downloaded models', load: () => import('./cli/models.js') },
+  rm: { summary: 'delete a downloaded model', load: () => import('./cli/rm.js') },
+};
 
 const USAGE = `Usage: pensieve <command> [options]
 
 Commands:
-  start     Load a model and serve the Anthropic Messages API
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(10)}${c.summary}`)
+  .join('\n')}
 
-Options for start:
-  --model PATH     GGUF model file (or set model.path in the config)
-  --port N         port to listen on (default 7777)
-  --host H         address to bind (default 127.0.0.1)
-  --config FILE    TOML config file (see config/pensieve.toml)
-  -h, --help       show this help
+\`pensieve <command> --help\` describes a command's options.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or config,
+3 not running (status, stop), 4 running but not ready (status).
 `;
 
-/** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or config. */
-class UsageError extends Error {}
-
-/** The model as the API names it: the file name without .gguf. */
-async function modelInfoOf(modelPath: string): Promise<ModelInfo> {
-  const { mtime } = await stat(modelPath);
-  const id = basename(modelPath).replace(/\.gguf$/i, '');
-  return { id, displayName: id, createdAt: mtime.toISOString() };
-}
-
-async function start(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      model: { type: 'string' },
-      port: { type: 'string' },
-      host: { type: 'string' },
-      config: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help) {
+async function main(argv: string[]): Promise<ExitCode | undefined> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
     process.stdout.write(USAGE);
-    return;
+    return ExitCode.Ok;
   }
-  const port = values.port === undefined ? undefined : Number(values.port);
-  if (port !== undefined && !Number.isInteger(port)) throw new UsageError(`--port must be an integer, got ${values.port}`);
-  const { config } = loadConfig({
-    file: values.config,
-    overrides: { server: { host: values.host, port }, model: { path: values.model } },
-  });
-  if (!config.model.path) throw new UsageError('no model: pass --model PATH or set model.path in the config');
-  if (!existsSync(config.model.path)) throw new UsageError(`model file not found: ${config.model.path}`);
-
-  const settings = engineSettings(config);
-  const state: ServerState = {};
-  const pool = new PreparePool({ modelPath: settings.modelPath, threads: 2 });
-  const app = await buildServer({ config, state, pool, model: await modelInfoOf(settings.modelPath) });
-  await app.listen({ host: config.server.host, port: config.server.port });
-  app.log.info({ model: settings.modelPath, slots: settings.slots, contextPerSlot: settings.contextPerSlot, threads: settings.threads }, 'loading model');
-  try {
-    state.engine = await Engine.start(settings);
-  } catch (err) {
-    state.loadError = err as Error;
-    app.log.error(err, 'failed to load the model');
-    await app.close();
-    await pool.close();
-    process.exitCode = 1;
-    return;
-  }
-  app.log.info({ model: state.engine.model.description }, 'ready');
-
-  exitOnSignals(app, state, pool, config.server.shutdownGraceSeconds);
+  const command = COMMANDS[name];
+  if (!command) throw new CliError(`unknown command: ${name}\n\n${USAGE}`, ExitCode.Usage);
+  return (await command.load()).run(rest);
 }
 
-async function main(argv: string[]): Promise<void> {
-  const [command, ...rest] = argv;
-  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
-    process.stdout.write(USAGE);
-    return;
-  }
-  if (command === 'start') return start(rest);
-  throw new UsageError(`unknown command: ${command}\n\n${USAGE}`);
+function exitCodeOf(err: unknown): ExitCode {
+  if (err instanceof CliError) return err.code;
+  if (err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return ExitCode.Usage;
+  return ExitCode.Failure;
 }
 
-main(process.argv.slice(2)).catch((err: unknown) => {
-  const usage = err instanceof UsageError || err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
-  process.stderr.write(`pensieve: ${(err as Error).message}\n`);
-  process.exit(usage ? 2 : 1);
-});
+/** Exits once stdout and stderr are flushed: writes to a pipe may still be queued (macOS). */
+function exit(code: ExitCode): void {
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+}
+
+main(process.argv.slice(2)).then(
+  // A command that returns a code is done; `start` returns none and keeps serving.
+  (code) => code !== undefined && exit(code),
+  (err: unknown) => {
+    process.stderr.write(`pensieve: ${networkMessage(err)}\n`);
+    exit(exitCodeOf(err));
+  },
+);

@@ -1,0 +1,99 @@
+// `pensieve start`: load a model and serve the API, in the foreground or (--daemon) in the background.
+import { stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { PensieveConfig } from '../config.js';
+import { Engine } from '../engine/engine.js';
+import { buildServer, type ServerState } from '../server/app.js';
+import { PreparePool } from '../chat/prepare-pool.js';
+import type { ModelInfo } from '../api/models.js';
+import { engineSettings } from '../engine/settings.js';
+import { preflight, PreflightError } from '../model/preflight.js';
+import { startDaemon } from './daemon.js';
+import { CliError, ExitCode } from './errors.js';
+import { localModelPath } from './model-ref.js';
+import { help, loadWithFlags } from './shared.js';
+
+export const USAGE = `Usage: pensieve start [options]
+
+Loads a model and serves the Anthropic Messages API (foreground; Ctrl-C stops it).
+
+Options:
+  --model REF      GGUF file, Hugging Face owner/repo[/file.gguf], or alias (phi-3-mini);
+                   default: model.path in the config, else phi-3-mini. A hub model that is not
+                   downloaded yet is downloaded first.
+  --port N         port to listen on (default 7777)
+  --host H         address to bind (default 127.0.0.1)
+  --config FILE    TOML config file (see config/pensieve.toml)
+  --daemon         run in the background: writes pensieve-<port>.pid and pensieve-<port>.log
+                   in the state folder, returns once the server is ready; \`pensieve stop\` stops it
+  -h, --help       show this help
+
+Exit codes: 0 ok (the server stopped cleanly, or --daemon: it is ready), 1 the model could not be
+downloaded, does not fit in memory, or failed to load, 2 bad usage or config.
+`;
+
+export const OPTIONS = {
+  model: { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  config: { type: 'string' },
+  daemon: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** The model as the API names it: the file name without .gguf. */
+async function modelInfoOf(modelPath: string): Promise<ModelInfo> {
+  const { mtime } = await stat(modelPath);
+  const id = basename(modelPath).replace(/\.gguf$/i, '');
+  return { id, displayName: id, createdAt: mtime.toISOString() };
+}
+
+/** The config with model.path replaced by a checked local file (downloaded if need be). */
+export async function prepareModel(config: PensieveConfig): Promise<PensieveConfig> {
+  const modelPath = await localModelPath(config, true);
+  try {
+    await preflight(modelPath, { ...config.engine, checkMemory: config.model.checkMemory });
+  } catch (err) {
+    if (err instanceof PreflightError) throw new CliError(err.message);
+    throw err;
+  }
+  return { ...config, model: { ...config.model, path: modelPath } };
+}
+
+export async function run(args: string[]): Promise<ExitCode | undefined> {
+  const { values } = parseArgs({ args, options: OPTIONS });
+  if (values.help) return help(USAGE);
+  const config = await prepareModel(loadWithFlags(values).config);
+  if (values.daemon) return startDaemon(args, config);
+
+  const settings = engineSettings(config);
+  const state: ServerState = {};
+  const pool = new PreparePool({ modelPath: settings.modelPath, threads: 2 });
+  const app = await buildServer({ config, state, pool, model: await modelInfoOf(settings.modelPath) });
+  await app.listen({ host: config.server.host, port: config.server.port });
+  app.log.info({ model: settings.modelPath, slots: settings.slots, contextPerSlot: settings.contextPerSlot, threads: settings.threads }, 'loading model');
+  try {
+    state.engine = await Engine.start(settings);
+  } catch (err) {
+    state.loadError = err as Error;
+    app.log.error(err, 'failed to load the model');
+    await app.close();
+    await pool.close();
+    return ExitCode.Failure;
+  }
+  app.log.info({ model: state.engine.model.description }, 'ready');
+
+  let stopping = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    app.log.info({ signal }, 'shutting down');
+    await app.close();
+    await state.engine?.close();
+    await pool.close();
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  return undefined;
+}
