@@ -118,3 +118,45 @@ t.test('a placement with a cached prefix skips those prompt tokens', async (t) =
 t.test('rejects a budget that decoding alone could exhaust', async (t) => {
   t.throws(() => new Scheduler({ slots: 8, stepTokenBudget: 8, queueLength: 1 }), RangeError);
 });
+
+t.test('a request sharing a running request\'s prefix waits for it, then copies it instead of computing it', async (t) => {
+  // Fake placement: request 2 and 3 share 30 prompt tokens with request 1; 3 arrives later.
+  const s = new Scheduler({
+    slots: 4, stepTokenBudget: 16, queueLength: 8,
+    place: (request, freeSlots, running) => ({
+      slot: freeSlots[0],
+      cached: 0,
+      donor: request.id !== 1 && running.includes(1) ? { id: 1, tokens: 30 } : undefined,
+    }),
+  });
+  for (const id of [1, 2]) s.submit({ id, promptLength: 40 });
+  const prefilled = new Map<number, number>();
+  const copies: Array<[number, number, number, number]> = [];
+  for (let step = 0; step < 20; step++) {
+    if (step === 1) s.submit({ id: 3, promptLength: 35 });
+    const plan = s.plan();
+    for (const c of plan.copies) copies.push([step, c.id, c.from, c.tokens]);
+    for (const p of plan.prefill) prefilled.set(p.id, (prefilled.get(p.id) ?? 0) + p.count);
+    s.commit(plan);
+  }
+  t.same(prefilled.get(1), 40, 'the donor computes its whole prompt');
+  t.same(copies, [[2, 2, 0, 30], [2, 3, 0, 30]], 'both copy as soon as the donor holds 30 tokens (after 2 steps of 16)');
+  t.same(prefilled.get(2), 10, 'request 2 computes only what it does not share');
+  t.same(prefilled.get(3), 5);
+});
+
+t.test('a request whose donor leaves early computes the prefix itself', async (t) => {
+  const s = new Scheduler({
+    slots: 2, stepTokenBudget: 16, queueLength: 8,
+    place: (request, freeSlots, running) => ({ slot: freeSlots[0], cached: 0, donor: running.includes(1) ? { id: 1, tokens: 30 } : undefined }),
+  });
+  s.submit({ id: 1, promptLength: 40 });
+  s.submit({ id: 2, promptLength: 40 });
+  const first = s.plan();
+  t.same(first.prefill.map((p) => p.id), [1], 'request 2 waits for its donor');
+  s.commit(first);
+  s.remove(1); // cancelled
+  const second = s.plan();
+  t.same(second.copies, []);
+  t.same(second.prefill.map((p) => [p.id, p.start, p.count]), [[2, 0, 16]], 'request 2 starts from scratch');
+});

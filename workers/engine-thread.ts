@@ -4,10 +4,10 @@
 // It calls the addon synchronously; when there is nothing to compute it sleeps on the doorbell.
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { loadAddon, type NativeContext } from '../src/native.js';
-import { Scheduler, type DecodeEntry, type PrefillEntry, type StepPlan } from '../src/engine/scheduler.js';
+import { Scheduler, type DecodeEntry, type Placement, type PrefillEntry, type StepPlan } from '../src/engine/scheduler.js';
 import { RingWriter } from '../src/engine/ring.js';
 import { TextStream } from '../src/engine/text-stream.js';
-import { SlotPrefixCache } from '../src/engine/prefix-cache.js';
+import { commonPrefixLength, SlotPrefixCache } from '../src/engine/prefix-cache.js';
 import type { EngineCommand, EngineSettings, FinalStats, GenerateParams, StopReason } from '../src/engine/types.js';
 import { STATUS_WORDS, StatusWord } from '../src/engine/status.js';
 import { ringBell } from '../src/engine/output-bell.js';
@@ -70,8 +70,25 @@ const scheduler = new Scheduler({
   slots: settings.slots,
   stepTokenBudget: settings.stepTokenBudget,
   queueLength: settings.queueLength,
-  place: (request, freeSlots) => prefixCache.place(sequences.get(request.id)!.prompt, freeSlots),
+  place: (request, freeSlots, running) => place(sequences.get(request.id)!.prompt, freeSlots, running),
 });
+
+/**
+ * Shorter shared prefixes are computed rather than copied: a copy between slots moves the donor's whole
+ * KV stream (llama.cpp copies streams whole), which only pays off for a long prefix.
+ */
+const MIN_SHARED_TOKENS = 256;
+
+/** The free slot with the longest cached prefix, and the running request that shares more, if any. */
+function place(prompt: Int32Array, freeSlots: readonly number[], running: readonly number[]): Placement {
+  const placement = prefixCache.place(prompt, freeSlots);
+  let donor: Placement['donor'];
+  for (const id of running) {
+    const shared = commonPrefixLength(sequences.get(id)!.prompt, prompt);
+    if (shared >= placement.cached + MIN_SHARED_TOKENS && shared > (donor?.tokens ?? 0)) donor = { id, tokens: shared };
+  }
+  return { ...placement, donor };
+}
 const doorbell = new Int32Array(doorbellBuffer);
 const outputBell = new Int32Array(outputBellBuffer);
 const status = new Int32Array(statusBuffer, 0, STATUS_WORDS);
@@ -274,7 +291,8 @@ function configureSampler(seq: Sequence): boolean {
 function withoutSequence(plan: StepPlan, id: number): StepPlan {
   const prefill = plan.prefill.filter((p) => p.id !== id);
   const decode = plan.decode.filter((d) => d.id !== id);
-  return { ...plan, prefill, decode, tokens: decode.length + prefill.reduce((n, p) => n + p.count, 0) };
+  const copies = plan.copies.filter((c) => c.id !== id);
+  return { ...plan, copies, prefill, decode, tokens: decode.length + prefill.reduce((n, p) => n + p.count, 0) };
 }
 
 function runStep(plan: StepPlan): void {
@@ -289,6 +307,13 @@ function runStep(plan: StepPlan): void {
     Atomics.add(status, StatusWord.PromptTokens, seq.prompt.length);
     Atomics.add(status, StatusWord.CachedPromptTokens, cached);
     if (!configureSampler(seq)) plan = withoutSequence(plan, id);
+  }
+  for (const copy of plan.copies) {
+    const seq = sequences.get(copy.id)!;
+    context.seqCopy(copy.from, copy.to, -1, -1);
+    context.seqRemove(copy.to, copy.tokens, -1);
+    Atomics.add(status, StatusWord.CachedPromptTokens, copy.tokens - seq.cached);
+    seq.cached = seq.computed = copy.tokens;
   }
   let n = 0;
   let nSample = 0;

@@ -148,7 +148,8 @@ Napi::Value Context::SeqRemove(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, ok);
 }
 
-// seqCopy(src, dst, p0, p1): shares the cells of src's positions [p0, p1) with dst (no copy of data).
+// seqCopy(src, dst, p0, p1): gives dst src's positions [p0, p1): shared cells within one KV stream; between
+// streams (one per slot) llama.cpp copies the whole stream at the next decode, so p0 = p1 = -1 there.
 Napi::Value Context::SeqCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());

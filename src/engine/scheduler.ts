@@ -5,7 +5,10 @@
 //  - every generating sequence that is not paused decodes one token per step (a long prompt
 //    arriving never stalls them);
 //  - the rest of the step's token budget goes to prompt chunks, oldest request first, so every
-//    prompt makes progress and none starves.
+//    prompt makes progress and none starves;
+//  - a request whose prompt starts like a running request's (its "donor") does not compute that shared
+//    prefix a second time: it waits until the donor has computed it, then the step copies the donor's
+//    KV state into its slot, and it prefills only the rest.
 
 export interface ScheduledRequest {
   readonly id: number;
@@ -31,9 +34,19 @@ export interface PrefillEntry {
   last: boolean;
 }
 
+/** Copy the KV state of slot `from` into slot `to` and keep its first `tokens` positions. */
+export interface CopyEntry {
+  id: number;
+  from: number;
+  to: number;
+  tokens: number;
+}
+
 export interface StepPlan {
   /** Requests given a slot in this step, with the slot and the prompt tokens it already holds. */
   admitted: AdmittedEntry[];
+  /** Shared prefixes copied from donors, after admission and before the batch runs. */
+  copies: CopyEntry[];
   decode: DecodeEntry[];
   prefill: PrefillEntry[];
   /** Tokens in the batch (decode + prefill). */
@@ -45,14 +58,19 @@ export interface Placement {
   slot: number;
   /** Prompt tokens whose KV state the slot already holds (a cached prefix): not computed again. */
   cached: number;
+  /** A running request whose first `tokens` prompt tokens are this request's too (more than `cached`). */
+  donor?: { id: number; tokens: number };
 }
 
 export interface SchedulerOptions {
   slots: number;
   stepTokenBudget: number;
   queueLength: number;
-  /** Picks the slot for a request among the free ones (default: the lowest, nothing cached). */
-  place?: (request: ScheduledRequest, freeSlots: readonly number[]) => Placement;
+  /**
+   * Picks the slot for a request among the free ones (default: the lowest, nothing cached), and a donor
+   * among the running requests (ids in admission order).
+   */
+  place?: (request: ScheduledRequest, freeSlots: readonly number[], running: readonly number[]) => Placement;
 }
 
 interface Running {
@@ -61,6 +79,8 @@ interface Running {
   /** Prompt tokens already computed. */
   prefilled: number;
   paused: boolean;
+  /** Waiting for a donor to compute a shared prefix, to copy it instead of computing it. */
+  donor?: { id: number; tokens: number };
 }
 
 export class Scheduler {
@@ -119,14 +139,19 @@ export class Scheduler {
     const admitted: AdmittedEntry[] = [];
     while (this.waiting.length > 0 && this.freeSlots.length > 0) {
       const request = this.waiting.shift()!;
-      const placed = this.options.place?.(request, this.freeSlots) ?? { slot: this.freeSlots[0], cached: 0 };
+      const placed = this.options.place?.(request, this.freeSlots, [...this.running.keys()]) ?? { slot: this.freeSlots[0], cached: 0 };
       const slot = this.freeSlots.includes(placed.slot) ? placed.slot : this.freeSlots[0];
       // At least one prompt token is computed: its logits give the first generated token.
-      const cached = Math.max(0, Math.min(placed.cached, request.promptLength - 1));
+      const limit = request.promptLength - 1;
+      const cached = Math.max(0, Math.min(placed.cached, limit));
+      const donor = placed.donor && this.running.has(placed.donor.id) && Math.min(placed.donor.tokens, limit) > cached
+        ? { id: placed.donor.id, tokens: Math.min(placed.donor.tokens, limit) }
+        : undefined;
       this.freeSlots.splice(this.freeSlots.indexOf(slot), 1);
-      this.running.set(request.id, { request, slot, prefilled: cached, paused: false });
+      this.running.set(request.id, { request, slot, prefilled: cached, paused: false, donor });
       admitted.push({ id: request.id, slot, cached });
     }
+    const copies = this.takeSharedPrefixes();
     const decode: DecodeEntry[] = [];
     for (const [id, run] of this.running) {
       if (!run.paused && run.prefilled === run.request.promptLength) decode.push({ id, slot: run.slot });
@@ -136,12 +161,29 @@ export class Scheduler {
     for (const [id, run] of this.running) {
       if (budget === 0) break;
       const remaining = run.request.promptLength - run.prefilled;
-      if (remaining === 0 || run.paused) continue;
+      if (remaining === 0 || run.paused || run.donor) continue;
       const count = Math.min(remaining, budget);
       prefill.push({ id, slot: run.slot, start: run.prefilled, count, last: count === remaining });
       budget -= count;
     }
-    return { admitted, decode, prefill, tokens: this.options.stepTokenBudget - budget };
+    return { admitted, copies, decode, prefill, tokens: this.options.stepTokenBudget - budget };
+  }
+
+  /** Copies for the requests whose donor has computed their shared prefix (or gives up on a donor that left). */
+  private takeSharedPrefixes(): CopyEntry[] {
+    const copies: CopyEntry[] = [];
+    for (const [id, run] of this.running) {
+      if (!run.donor) continue;
+      const donor = this.running.get(run.donor.id);
+      if (!donor) {
+        run.donor = undefined; // the donor left (cancelled, or ended) before its prefix was copied: compute it here
+      } else if (donor.prefilled >= run.donor.tokens) {
+        copies.push({ id, from: donor.slot, to: run.slot, tokens: run.donor.tokens });
+        run.prefilled = run.donor.tokens;
+        run.donor = undefined;
+      }
+    }
+    return copies;
   }
 
   /** Records that a plan's prompt chunks were computed. */
