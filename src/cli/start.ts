@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import type { PensieveConfig } from '../config.js';
 import { Engine } from '../engine/engine.js';
 import { buildServer, type ServerState } from '../server/app.js';
+import { exitOnSignals } from '../server/shutdown.js';
 import { PreparePool } from '../chat/prepare-pool.js';
 import type { ModelInfo } from '../api/models.js';
 import { engineSettings } from '../engine/settings.js';
@@ -84,16 +85,6 @@ export async function run(args: string[]): Promise<ExitCode | undefined> {
   }
   app.log.info({ model: state.engine.model.description }, 'ready');
 
-  let stopping = false;
-  const stop = async (signal: string): Promise<void> => {
-    if (stopping) return;
-    stopping = true;
-    app.log.info({ signal }, 'shutting down');
-    await app.close();
-    await state.engine?.close();
-    await pool.close();
-  };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
+  exitOnSignals(app, state, pool, config.server.shutdownGraceSeconds);
   return undefined;
 }
