@@ -29,6 +29,9 @@ t.test('100 clients that disconnect mid-stream leave no slot busy', async (t) =>
     }),
   );
   t.ok(await eventually(() => idle(server)), 'every slot is free and the queue is empty');
+  const metrics = await readBody(await send(`${server.url}/metrics`));
+  t.match(metrics, /^pensieve_http_requests_total\{method="POST",route="\/v1\/messages",status="499"\} 100$/m, 'counted as closed by the client');
+  t.match(metrics, /^pensieve_kv_cells_used 0$/m);
   const answer = await postMessage(server.url, { ...longStream(8), stream: false });
   t.equal(answer.statusCode, 200, 'the server still answers');
   t.match(await readJson(answer), { type: 'message' });

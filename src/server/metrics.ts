@@ -71,10 +71,17 @@ export class Metrics {
     gauge('pensieve_kv_cells_used', 'KV cache cells held by running generations (approximate).', () => this.kvCellsInUse);
   }
 
-  /** Counts every answered request; `route` is the matched pattern, so unknown paths add no series. */
+  /**
+   * Counts every request by its status, or 499 (nginx's "client closed request") when the client left
+   * before the response ended, e.g. mid-stream; `route` is the matched pattern, so unknown paths add no series.
+   */
   register(app: FastifyInstance): void {
-    app.addHook('onResponse', async (request, reply) => {
-      this.requests.inc({ method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
+    // The response's close, not Fastify's onResponse: that one never runs for a response cut short.
+    app.addHook('onRequest', async (request, reply) => {
+      reply.raw.once('close', () => {
+        const status = reply.raw.writableFinished ? String(reply.statusCode) : '499';
+        this.requests.inc({ method: request.method, route: request.routeOptions.url ?? 'unmatched', status });
+      });
     });
     app.get('/metrics', async (_request, reply) => {
       reply.type(this.registry.contentType);
