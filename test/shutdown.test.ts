@@ -88,11 +88,11 @@ t.test('past the grace period, SIGTERM cancels the generation; the stream still 
 t.test('within the grace period, a running generation finishes before the server exits', async (t) => {
   const server = startCli(['--model', model, '--port', '0'], { ...engineEnv, PENSIEVE_SERVER_SHUTDOWN_GRACE_SECONDS: '600' });
   t.teardown(() => void server.child.kill('SIGKILL'));
-  const { rest } = await streamUntilFirstDelta(server, 300);
+  const { rest } = await streamUntilFirstDelta(server, 64);
   server.child.kill('SIGTERM');
   const events = await drain(rest);
   t.same(events.slice(-2).map((e) => e.event), ['message_delta', 'message_stop']);
-  t.match(events.at(-2)!.data, { delta: { stop_reason: 'max_tokens' }, usage: { output_tokens: 300 } });
+  t.match(events.at(-2)!.data, { delta: { stop_reason: 'max_tokens' }, usage: { output_tokens: 64 } });
   t.equal(await server.exit, 0, server.stderr());
   t.notOk(server.logs.some((l) => l.msg === 'cancelling running generations'));
 });
