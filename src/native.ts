@@ -80,6 +80,10 @@ export interface NativeContext {
   seqRemove(seq: number, p0: number, p1: number): boolean;
   seqCopy(src: number, dst: number, p0: number, p1: number): void;
   seqPosMax(seq: number): number;
+  /** The sequence's KV state, serialized by llama.cpp (llama_state_seq_get_data). */
+  seqStateGet(seq: number): Buffer;
+  /** Replaces the sequence's KV state; false, leaving it empty, when the data does not fit this context. */
+  seqStateSet(seq: number, data: Uint8Array): boolean;
   info(): { contextSize: number; batchSize: number; ubatchSize: number; sequences: number };
   free(): void;
 }

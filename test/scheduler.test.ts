@@ -148,7 +148,7 @@ t.test('a request sharing a running request\'s prefix waits for it, then copies 
 t.test('a request whose donor leaves early computes the prefix itself', async (t) => {
   const s = new Scheduler({
     slots: 2, stepTokenBudget: 16, queueLength: 8,
-    place: (request, freeSlots, running) => ({ slot: freeSlots[0], cached: 0, donor: running.includes(1) ? { id: 1, tokens: 30 } : undefined }),
+    place: (_request, freeSlots, running) => ({ slot: freeSlots[0], cached: 0, donor: running.includes(1) ? { id: 1, tokens: 30 } : undefined }),
   });
   s.submit({ id: 1, promptLength: 40 });
   s.submit({ id: 2, promptLength: 40 });

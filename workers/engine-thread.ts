@@ -3,7 +3,7 @@
 // every generating sequence plus prompt chunks), sample, and write each sequence's text into its ring.
 // It calls the addon synchronously; when there is nothing to compute it sleeps on the doorbell.
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { loadAddon, type NativeContext } from '../src/native.js';
+import { loadAddon, type ModelInfo, type NativeContext } from '../src/native.js';
 import { Scheduler, type DecodeEntry, type Placement, type PrefillEntry, type StepPlan } from '../src/engine/scheduler.js';
 import { RingWriter } from '../src/engine/ring.js';
 import { TextStream } from '../src/engine/text-stream.js';
@@ -11,6 +11,7 @@ import { commonPrefixLength, SlotPrefixCache } from '../src/engine/prefix-cache.
 import type { EngineCommand, EngineSettings, FinalStats, GenerateParams, StopReason } from '../src/engine/types.js';
 import { STATUS_WORDS, StatusWord } from '../src/engine/status.js';
 import { ringBell } from '../src/engine/output-bell.js';
+import { modelFingerprint, PromptStore } from '../src/engine/prompt-store.js';
 
 export interface EngineThreadData {
   settings: EngineSettings;
@@ -22,6 +23,17 @@ export interface EngineThreadData {
   /** Int32 words updated every step, read by the main thread (see StatusWord). */
   status: SharedArrayBuffer;
 }
+
+/** Messages to the main thread. */
+export type EngineThreadMessage =
+  | { type: 'ready'; model: ModelInfo; context: ReturnType<NativeContext['info']> }
+  | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string };
+
+function post(message: EngineThreadMessage): void {
+  parentPort!.postMessage(message);
+}
+
+const log = (message: string, level: 'info' | 'warn' | 'error' = 'warn'): void => post({ type: 'log', level, message });
 
 const now = (): number => performance.timeOrigin + performance.now();
 
@@ -74,12 +86,21 @@ const scheduler = new Scheduler({
 });
 
 /**
- * Shorter shared prefixes are computed rather than copied: a copy between slots moves the donor's whole
- * KV stream (llama.cpp copies streams whole), which only pays off for a long prefix.
+ * Shorter prefixes are computed rather than copied from another slot (a copy moves the donor's whole KV
+ * stream: llama.cpp copies streams whole) or from disk, and are not saved to disk.
  */
 const MIN_SHARED_TOKENS = 256;
 
-/** The free slot with the longest cached prefix, and the running request that shares more, if any. */
+const promptStore = settings.promptCache
+  ? new PromptStore(settings.promptCache.folder, modelFingerprint(settings.modelPath), settings.promptCache.maxBytes, log)
+  : undefined;
+/** Per slot: the held tokens last saved to the prompt store (the same array as the prefix cache's). */
+const persisted: Array<Int32Array | undefined> = new Array(settings.slots);
+
+/**
+ * The free slot with the longest cached prefix; better, a running request that shares more (its KV state
+ * is copied once computed), or better still, a saved prefix that shares more (loaded into the slot now).
+ */
 function place(prompt: Int32Array, freeSlots: readonly number[], running: readonly number[]): Placement {
   const placement = prefixCache.place(prompt, freeSlots);
   let donor: Placement['donor'];
@@ -87,7 +108,38 @@ function place(prompt: Int32Array, freeSlots: readonly number[], running: readon
     const shared = commonPrefixLength(sequences.get(id)!.prompt, prompt);
     if (shared >= placement.cached + MIN_SHARED_TOKENS && shared > (donor?.tokens ?? 0)) donor = { id, tokens: shared };
   }
+  const stored = promptStore?.longest(prompt);
+  if (stored && stored.shared >= Math.max(placement.cached, donor?.tokens ?? 0) + MIN_SHARED_TOKENS) {
+    const restored = restore(stored.entry, placement.slot);
+    if (restored) return { slot: placement.slot, cached: stored.shared };
+  }
   return { ...placement, donor };
+}
+
+/** Loads a saved prefix into a free slot; false (and the slot emptied) when that fails. */
+function restore(entry: Parameters<PromptStore['load']>[0], slot: number): boolean {
+  const state = promptStore!.load(entry, settings.slots);
+  if (state && context.seqStateSet(slot, state)) {
+    prefixCache.store(slot, entry.tokens, now());
+    persisted[slot] = entry.tokens;
+    return true;
+  }
+  if (state) promptStore!.discard(entry.file, 'llama.cpp could not load its KV state');
+  prefixCache.clear(slot);
+  return false;
+}
+
+/** Saves one free slot's prefix that is not on disk yet; false when there was none to save. */
+function persistOne(): boolean {
+  if (!promptStore) return false;
+  for (let slot = 0; slot < settings.slots; slot++) {
+    const held = prefixCache.heldBy(slot);
+    if (persisted[slot] === held || held.length < MIN_SHARED_TOKENS || scheduler.isBusy(slot)) continue;
+    persisted[slot] = held;
+    promptStore.save(held, context.seqStateGet(slot), slot, settings.slots);
+    return true;
+  }
+  return false;
 }
 const doorbell = new Int32Array(doorbellBuffer);
 const outputBell = new Int32Array(outputBellBuffer);
@@ -282,7 +334,7 @@ function configureSampler(seq: Sequence): boolean {
     });
     return true;
   } catch (err) {
-    console.error(`pensieve engine: request ${seq.id}: ${(err as Error).message}`);
+    log(`request ${seq.id}: ${(err as Error).message}`, 'error');
     finish(seq, 'error');
     return false;
   }
@@ -379,6 +431,8 @@ function loop(): void {
     publishStatus();
     if (plan.tokens === 0) {
       announce(true);
+      // Idle: save a cached prefix to disk (one at a time, so that a new request waits for one save at most).
+      if (sequences.size === 0 && persistOne()) continue;
       Atomics.wait(doorbell, 0, bell);
       continue;
     }
@@ -387,9 +441,10 @@ function loop(): void {
   }
 }
 
-parentPort!.postMessage({ type: 'ready', model: model.info(), context: context.info() });
+post({ type: 'ready', model: model.info(), context: context.info() });
 loop();
 for (const seq of sequences.values()) finish(seq, 'cancelled');
 announce(true);
+while (persistOne());
 context.free();
 model.free();

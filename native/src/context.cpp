@@ -10,6 +10,8 @@ Napi::Function Context::Define(Napi::Env env) {
     InstanceMethod<&Context::SeqRemove>("seqRemove"),
     InstanceMethod<&Context::SeqCopy>("seqCopy"),
     InstanceMethod<&Context::SeqPosMax>("seqPosMax"),
+    InstanceMethod<&Context::SeqStateGet>("seqStateGet"),
+    InstanceMethod<&Context::SeqStateSet>("seqStateSet"),
     InstanceMethod<&Context::Info>("info"),
     InstanceMethod<&Context::Free>("free"),
   });
@@ -179,4 +181,33 @@ Napi::Value Context::Info(const Napi::CallbackInfo& info) {
 Napi::Value Context::Free(const Napi::CallbackInfo& info) {
   release();
   return info.Env().Undefined();
+}
+
+// seqStateGet(seq): Buffer. The sequence's KV state, as llama_state_seq_get_data serializes it.
+Napi::Value Context::SeqStateGet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
+  const llama_seq_id seq = info[0].ToNumber().Int32Value();
+  const size_t size = llama_state_seq_get_size(ctx_, seq);
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, size);
+  if (llama_state_seq_get_data(ctx_, out.Data(), size, seq) != size) {
+    NAPI_THROW(Napi::Error::New(env, "failed to read the sequence's KV state"), env.Undefined());
+  }
+  return out;
+}
+
+// seqStateSet(seq, data): boolean. Replaces the sequence's KV state with one from seqStateGet; false (and
+// the sequence left empty) when the data does not fit this context.
+Napi::Value Context::SeqStateSet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
+  const llama_seq_id seq = info[0].ToNumber().Int32Value();
+  Napi::Uint8Array data = info[1].As<Napi::Uint8Array>();
+  llama_memory_seq_rm(llama_get_memory(ctx_), seq, -1, -1);
+  const size_t read = llama_state_seq_set_data(ctx_, data.Data(), data.ByteLength(), seq);
+  if (read != data.ByteLength()) {
+    llama_memory_seq_rm(llama_get_memory(ctx_), seq, -1, -1);
+    return Napi::Boolean::New(env, false);
+  }
+  return Napi::Boolean::New(env, true);
 }

@@ -18,6 +18,8 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value SeqRemove(const Napi::CallbackInfo& info);
   Napi::Value SeqCopy(const Napi::CallbackInfo& info);
   Napi::Value SeqPosMax(const Napi::CallbackInfo& info);
+  Napi::Value SeqStateGet(const Napi::CallbackInfo& info);
+  Napi::Value SeqStateSet(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Free(const Napi::CallbackInfo& info);
 

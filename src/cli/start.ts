@@ -75,7 +75,7 @@ export async function run(args: string[]): Promise<ExitCode | undefined> {
   await app.listen({ host: config.server.host, port: config.server.port });
   app.log.info({ model: settings.modelPath, slots: settings.slots, contextPerSlot: settings.contextPerSlot, threads: settings.threads }, 'loading model');
   try {
-    state.engine = await Engine.start(settings);
+    state.engine = await Engine.start(settings, (level, message) => app.log[level]({ source: 'engine' }, message));
   } catch (err) {
     state.loadError = err as Error;
     app.log.error(err, 'failed to load the model');

@@ -7,7 +7,12 @@ import { createRing, RingReader, RingWriter } from './ring.js';
 import { BellListener, createBell, ringBell } from './output-bell.js';
 import { readStatus, STATUS_WORDS, type EngineStatus } from './status.js';
 import type { EngineCommand, EngineSettings, FinalStats, GenerateParams } from './types.js';
-import type { EngineThreadData } from '../../workers/engine-thread.js';
+import type { EngineThreadData, EngineThreadMessage } from '../../workers/engine-thread.js';
+
+/** Where the engine's own messages go (the server passes its logger). */
+export type EngineLog = (level: 'info' | 'warn' | 'error', message: string) => void;
+
+const consoleLog: EngineLog = (level, message) => console[level](`pensieve engine: ${message}`);
 
 export type GenerationEvent = { type: 'text'; token: number; text: string } | ({ type: 'final' } & FinalStats);
 
@@ -56,6 +61,7 @@ export class Engine {
     doorbell: SharedArrayBuffer,
     private readonly outputBellBuffer: SharedArrayBuffer,
     status: SharedArrayBuffer,
+    private readonly log: EngineLog,
   ) {
     this.doorbell = new Int32Array(doorbell);
     this.outputBell = new BellListener(outputBellBuffer);
@@ -63,7 +69,7 @@ export class Engine {
   }
 
   /** Loads the model on a new engine thread; resolves once it is ready to generate. */
-  static async start(settings: EngineSettings): Promise<Engine> {
+  static async start(settings: EngineSettings, log: EngineLog = consoleLog): Promise<Engine> {
     if (!existsSync(settings.modelPath)) throw new Error(`model file not found: ${settings.modelPath}`);
     // The main thread keeps only the vocabulary, to tokenize without a round trip to the engine thread.
     const vocab = new (loadAddon().Model)(settings.modelPath, { vocabOnly: true });
@@ -75,8 +81,13 @@ export class Engine {
     const worker = startEngineThread({ workerData: data, transferList: [channel.port2] });
     let model: ModelInfo;
     try {
+      worker.on('message', (message: EngineThreadMessage) => {
+        if (message.type === 'log') log(message.level, message.message);
+      });
       model = await new Promise<ModelInfo>((resolve, reject) => {
-        worker.once('message', (message: { model: ModelInfo }) => resolve(message.model));
+        worker.on('message', (message: EngineThreadMessage) => {
+          if (message.type === 'ready') resolve(message.model);
+        });
         worker.once('error', reject);
         worker.once('exit', (code) => reject(new Error(`engine thread exited during startup (code ${code})`)));
       });
@@ -86,7 +97,7 @@ export class Engine {
     }
     worker.removeAllListeners('exit');
     worker.removeAllListeners('error');
-    const engine = new Engine(settings, model, vocab, worker, channel.port1, doorbell, outputBell, status);
+    const engine = new Engine(settings, model, vocab, worker, channel.port1, doorbell, outputBell, status, log);
     worker.on('error', (err) => engine.onThreadDied(err));
     worker.on('exit', (code) => engine.onThreadDied(new Error(`engine thread exited (code ${code})`)));
     return engine;
@@ -96,7 +107,7 @@ export class Engine {
   private onThreadDied(err: Error): void {
     if (this.closed) return;
     this.closed = true;
-    console.error('pensieve: the engine thread stopped:', err);
+    this.log('error', `the engine thread stopped: ${err.stack ?? err.message}`);
     for (const ring of this.outstanding.values()) {
       // The writer is gone, so writing its final record from here cannot race with it.
       new RingWriter(ring).writeFinal({ stopReason: 'error', stopSequenceIndex: -1, promptTokens: 0, cachedPromptTokens: 0, generatedTokens: 0, queueMs: 0, prefillMs: 0, decodeMs: 0 });

@@ -36,6 +36,11 @@ export class SlotPrefixCache {
     return best;
   }
 
+  /** The tokens whose KV state a free slot holds. */
+  heldBy(slot: number): Int32Array {
+    return this.held[slot];
+  }
+
   /** Records what a slot holds as its request leaves it. */
   store(slot: number, tokens: Int32Array, now: number): void {
     this.held[slot] = tokens;

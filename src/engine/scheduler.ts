@@ -105,6 +105,11 @@ export class Scheduler {
     return this.running.size;
   }
 
+  /** Whether a request holds the slot. */
+  isBusy(slot: number): boolean {
+    return !this.freeSlots.includes(slot);
+  }
+
   /** Queues a request; false when the queue is full (the caller reports it as overloaded). */
   submit(request: ScheduledRequest): boolean {
     // Requests that a free slot will take at the next step are not waiting in the queue.

@@ -1,5 +1,5 @@
 // The engine's settings from the configuration.
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { PensieveConfig } from '../config.js';
 import { physicalCores } from '../system.js';
 import type { EngineSettings } from './types.js';
@@ -18,5 +18,6 @@ export function engineSettings(config: PensieveConfig): EngineSettings {
     queueLength: e.queueLength,
     ringRecords: 2 ** Math.ceil(Math.log2(e.ringRecords)),
     streamIntervalMs: e.streamIntervalMs,
+    promptCache: config.cache.maxMb > 0 ? { folder: join(config.cache.folder, 'prompts'), maxBytes: config.cache.maxMb * 2 ** 20 } : undefined,
   };
 }

@@ -65,6 +65,8 @@ export interface EngineSettings {
   ringRecords: number;
   /** Least time between wake-ups of the readers while tokens stream (first and last records go at once). */
   streamIntervalMs: number;
+  /** Where cached prefixes are kept across restarts, and the most bytes they may take; absent: not kept. */
+  promptCache?: { folder: string; maxBytes: number };
 }
 
 /** Messages from the main thread to the engine thread. */

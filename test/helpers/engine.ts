@@ -1,5 +1,5 @@
 // Starting the real engine in tests, and running a generation to its end.
-import { Engine, type GenerationEvent } from '../../src/engine/engine.js';
+import { Engine, type EngineLog, type GenerationEvent } from '../../src/engine/engine.js';
 import type { EngineSettings, FinalStats, GenerateParams } from '../../src/engine/types.js';
 import { sharedModelPath, tinyModelPath } from './models.js';
 
@@ -18,7 +18,7 @@ export async function testModels(): Promise<TestModel[]> {
   return models;
 }
 
-export function startEngine(modelPath: string, settings: Partial<EngineSettings> = {}): Promise<Engine> {
+export function startEngine(modelPath: string, settings: Partial<EngineSettings> = {}, log?: EngineLog): Promise<Engine> {
   return Engine.start({
     modelPath,
     gpuLayers: 0,
@@ -32,7 +32,7 @@ export function startEngine(modelPath: string, settings: Partial<EngineSettings>
     ringRecords: 64,
     streamIntervalMs: 20,
     ...settings,
-  });
+  }, log);
 }
 
 export interface Completed {

@@ -39,6 +39,7 @@ export async function startTestServer(
       model: { path: modelPath },
       log: { level: 'warn', ...options.log },
       engine: { slots: 4, context_per_slot: 16384, threads: 2, ...engine },
+      cache: { max_mb: 0 }, // tests never write to the user's cache folder
     },
   });
   const state: ServerState = {};

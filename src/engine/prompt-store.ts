@@ -1,0 +1,226 @@
+// Cached prefixes on disk, so they survive a restart: the KV state of a slot's tokens, saved when the
+// engine is idle or shutting down and loaded when a new request starts with those tokens. Used by the
+// engine thread only, synchronously (it has no event loop to wait on).
+//
+// One folder per model (keyed by a fingerprint of the model file), one file per prefix, named by a hash
+// of its tokens:
+//   8 bytes   magic "PNSVPC01"
+//   uint32    n: byte length of the JSON header that follows
+//   n bytes   JSON header: { tokens, stateBytes, sha256 } (sha256 of the tokens' and the state's bytes)
+//   tokens    int32 each
+//   state     llama.cpp's serialized sequence state with its stream count taken out (see below)
+// A file that fails any check is deleted and the request is served cold. The folder is kept under its
+// byte budget by deleting the least recently used files.
+import { createHash } from 'node:crypto';
+import {
+  closeSync, fstatSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { commonPrefixLength } from './prefix-cache.js';
+
+const MAGIC = Buffer.from('PNSVPC01');
+const SUFFIX = '.kv';
+
+export interface StoredPrefix {
+  file: string;
+  tokens: Int32Array;
+  bytes: number;
+  lastUsed: number;
+}
+
+interface Header {
+  tokens: number;
+  stateBytes: number;
+  sha256: string;
+}
+
+/** Size and a hash of the head and tail of the model file: cheap, and changes when the file does. */
+export function modelFingerprint(modelPath: string): string {
+  const fd = openSync(modelPath, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const hash = createHash('sha256').update(String(size));
+    const chunk = Buffer.alloc(Math.min(size, 4 << 20));
+    for (const at of [0, Math.max(0, size - chunk.length)]) hash.update(chunk.subarray(0, readSync(fd, chunk, 0, chunk.length, at)));
+    return hash.digest('hex').slice(0, 24);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+// llama.cpp's sequence state is [magic u32][seq id u32][stream count u32], then per stream a cell count
+// and, when not zero, that stream's cells. A slot's state has cells in its own stream only, and restoring
+// puts them into the target sequence's stream whatever their position, so the file keeps just the first
+// two words and the one non-empty stream: it then loads into a context with any number of slots.
+const PREAMBLE = 8;
+
+function packState(state: Buffer, slot: number, slots: number): Buffer | undefined {
+  const words = (at: number): number => state.readUInt32LE(at);
+  if (state.length < PREAMBLE + 4 + slots * 4 || words(PREAMBLE) !== slots) return undefined;
+  const start = PREAMBLE + 4 + slot * 4;
+  const end = state.length - (slots - slot - 1) * 4;
+  for (let i = 0; i < slot; i++) if (words(PREAMBLE + 4 + i * 4) !== 0) return undefined;
+  for (let at = end; at < state.length; at += 4) if (words(at) !== 0) return undefined;
+  if (words(start) === 0) return undefined;
+  return Buffer.concat([state.subarray(0, PREAMBLE), state.subarray(start, end)]);
+}
+
+export class PromptStore {
+  private readonly entries = new Map<string, StoredPrefix>();
+  private readonly dir: string;
+
+  constructor(folder: string, modelKey: string, private readonly maxBytes: number, private readonly log: (message: string) => void) {
+    this.dir = join(folder, modelKey);
+    mkdirSync(this.dir, { recursive: true });
+    for (const name of readdirSync(this.dir)) {
+      const file = join(this.dir, name);
+      if (name.endsWith('.tmp')) rmSync(file, { force: true }); // an interrupted save
+      if (!name.endsWith(SUFFIX)) continue;
+      const entry = this.readIndex(file);
+      if (entry) this.entries.set(file, entry);
+      else this.discard(file, 'unreadable header');
+    }
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** The stored prefix sharing the most tokens with `prompt`. */
+  longest(prompt: Int32Array): { entry: StoredPrefix; shared: number } | undefined {
+    let best: { entry: StoredPrefix; shared: number } | undefined;
+    for (const entry of this.entries.values()) {
+      const shared = commonPrefixLength(entry.tokens, prompt);
+      if (shared > (best?.shared ?? 0)) best = { entry, shared };
+    }
+    return best;
+  }
+
+  /** Saves a slot's state for `tokens`; stored prefixes of those tokens become redundant and go. */
+  save(tokens: Int32Array, state: Buffer, slot: number, slots: number): void {
+    const packed = packState(state, slot, slots);
+    if (!packed) {
+      this.log('prompt cache: unexpected KV state layout; not saved');
+      return;
+    }
+    const tokenBytes = Buffer.from(tokens.buffer, tokens.byteOffset, tokens.byteLength);
+    const sha256 = createHash('sha256').update(tokenBytes).update(packed).digest('hex');
+    const header = Buffer.from(JSON.stringify({ tokens: tokens.length, stateBytes: packed.length, sha256 } satisfies Header));
+    const length = Buffer.alloc(4);
+    length.writeUInt32LE(header.length);
+    const file = join(this.dir, `${createHash('sha256').update(tokenBytes).digest('hex').slice(0, 32)}${SUFFIX}`);
+    const temporary = `${file}.tmp`;
+    try {
+      const fd = openSync(temporary, 'w');
+      try {
+        for (const part of [MAGIC, length, header, tokenBytes, packed]) writeSync(fd, part);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(temporary, file); // a reader never sees a half-written file
+    } catch (err) {
+      rmSync(temporary, { force: true });
+      this.log(`prompt cache: could not save ${file}: ${(err as Error).message}`);
+      return;
+    }
+    const bytes = MAGIC.length + 4 + header.length + tokenBytes.length + packed.length;
+    this.entries.set(file, { file, tokens: tokens.slice(), bytes, lastUsed: Date.now() });
+    for (const entry of [...this.entries.values()]) {
+      if (entry.file !== file && entry.tokens.length <= tokens.length && commonPrefixLength(entry.tokens, tokens) === entry.tokens.length) {
+        this.remove(entry.file);
+      }
+    }
+    this.evict();
+  }
+
+  /** The entry's state, ready for a context with `slots` slots; undefined (file discarded) when it fails a check. */
+  load(entry: StoredPrefix, slots: number): Buffer | undefined {
+    try {
+      const fd = openSync(entry.file, 'r');
+      try {
+        const { header, offset } = this.readHeader(fd);
+        if (header.tokens !== entry.tokens.length) throw new Error('changed since it was indexed');
+        const tokenBytes = Buffer.alloc(header.tokens * 4);
+        this.readFully(fd, tokenBytes, offset);
+        // Rebuild the state for this context: the preamble, its stream count, the stream, then empty streams.
+        const streamBytes = header.stateBytes - PREAMBLE;
+        const state = Buffer.alloc(PREAMBLE + 4 + streamBytes + (slots - 1) * 4);
+        const preamble = state.subarray(0, PREAMBLE);
+        const stream = state.subarray(PREAMBLE + 4, PREAMBLE + 4 + streamBytes);
+        this.readFully(fd, preamble, offset + tokenBytes.length);
+        this.readFully(fd, stream, offset + tokenBytes.length + PREAMBLE);
+        state.writeUInt32LE(slots, PREAMBLE);
+        const sha256 = createHash('sha256').update(tokenBytes).update(preamble).update(stream).digest('hex');
+        if (sha256 !== header.sha256) throw new Error('checksum mismatch');
+        entry.lastUsed = Date.now();
+        utimesSync(entry.file, new Date(), new Date());
+        return state;
+      } finally {
+        closeSync(fd);
+      }
+    } catch (err) {
+      this.discard(entry.file, (err as Error).message);
+      return undefined;
+    }
+  }
+
+  /** Forgets and deletes a stored prefix (e.g. llama.cpp refused its state). */
+  discard(file: string, why: string): void {
+    this.log(`prompt cache: discarding ${file}: ${why}`);
+    this.remove(file);
+  }
+
+  private remove(file: string): void {
+    this.entries.delete(file);
+    rmSync(file, { force: true });
+  }
+
+  private evict(): void {
+    let total = [...this.entries.values()].reduce((n, e) => n + e.bytes, 0);
+    for (const entry of [...this.entries.values()].sort((a, b) => a.lastUsed - b.lastUsed)) {
+      if (total <= this.maxBytes) break;
+      this.remove(entry.file);
+      total -= entry.bytes;
+    }
+  }
+
+  private readIndex(file: string): StoredPrefix | undefined {
+    try {
+      const fd = openSync(file, 'r');
+      try {
+        const { header, offset } = this.readHeader(fd);
+        const tokens = new Int32Array(header.tokens);
+        this.readFully(fd, Buffer.from(tokens.buffer), offset);
+        const { size, mtimeMs } = statSync(file);
+        if (size !== offset + tokens.byteLength + header.stateBytes) return undefined;
+        return { file, tokens, bytes: size, lastUsed: mtimeMs };
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      return undefined;
+    }
+  }
+
+  private readHeader(fd: number): { header: Header; offset: number } {
+    const start = Buffer.alloc(MAGIC.length + 4);
+    this.readFully(fd, start, 0);
+    if (!start.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error('not a prompt cache file');
+    const json = Buffer.alloc(start.readUInt32LE(MAGIC.length));
+    if (json.length > 1 << 16) throw new Error('header too long');
+    this.readFully(fd, json, start.length);
+    const header = JSON.parse(json.toString('utf8')) as Header;
+    const valid = Number.isInteger(header.tokens) && header.tokens > 0 && Number.isInteger(header.stateBytes) &&
+      header.stateBytes > PREAMBLE + 4 && typeof header.sha256 === 'string';
+    if (!valid) throw new Error('bad header');
+    return { header, offset: start.length + json.length };
+  }
+
+  private readFully(fd: number, into: Buffer, position: number): void {
+    for (let done = 0; done < into.length;) {
+      const n = readSync(fd, into, done, into.length - done, position + done);
+      if (n === 0) throw new Error('file is truncated');
+      done += n;
+    }
+  }
+}
