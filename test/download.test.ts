@@ -65,6 +65,14 @@ t.test('a dropped connection is resumed where it stopped', async (t) => {
   t.ok(Number(/\d+/.exec(ranges[1]!)![0]) > 0, 'the second request starts after the bytes on disk');
 });
 
+t.test('a 503 is retried like a dropped connection', async (t) => {
+  const dest = path.join(t.testdir(), 'm.gguf');
+  hub.faults = { unavailable: 2 };
+  await get({ dest });
+  t.ok(readFileSync(dest).equals(data));
+  t.equal(gets().length, 3);
+});
+
 t.test('an interrupted download that gave up is resumed by the next one', async (t) => {
   const dest = path.join(t.testdir(), 'm.gguf');
   // After the first cut, transfers die at once: no progress, so the 2 retries run out.

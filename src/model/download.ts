@@ -104,12 +104,8 @@ const rangeStart = (res: Response) => Number(/^bytes (\d+)-/.exec(res.headers.ge
 async function transfer(opts: DownloadOptions, partial: string, hash: Hash, offset: number, expected: Expected): Promise<void> {
   const headers = { ...opts.headers, ...(offset > 0 && { range: `bytes=${offset}-` }) };
   const res = await fetch(opts.url, { headers, redirect: 'follow' });
-  if (res.status === 200 && offset > 0) {
-    // The server ignored the range: start over.
-    await res.body?.cancel();
-    throw new RestartError();
-  }
-  if (res.status === 416) {
+  if ((res.status === 200 && offset > 0) || res.status === 416) {
+    // The server ignored or refused the range.
     await res.body?.cancel();
     throw new RestartError();
   }
@@ -117,6 +113,8 @@ async function transfer(opts: DownloadOptions, partial: string, hash: Hash, offs
     await res.body?.cancel();
     throw new DownloadError(`${opts.url}: asked for bytes from ${offset}, got ${res.headers.get('content-range')}`);
   }
+  // A server error may pass (retried like a dropped connection); a client error will not.
+  if (res.status >= 500) throw new Error(`${res.status} ${res.statusText}`);
   if (res.status !== 200 && res.status !== 206) throw failure(opts.url, res);
   if (!res.body) throw new DownloadError(`${opts.url}: empty response`);
 

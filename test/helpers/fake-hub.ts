@@ -8,6 +8,8 @@ import type { AddressInfo } from 'node:net';
 export interface HubFaults {
   /** Each transfer takes the next entry: drop the connection after that many body bytes. */
   cuts?: number[];
+  /** Answer this many transfers with 503 first. */
+  unavailable?: number;
   /** Serve bytes that differ from the ones the sha256 header describes. */
   corrupt?: boolean;
   /** Answer ranged requests with the whole file (200). */
@@ -38,6 +40,10 @@ export async function startFakeHub(files: Record<string, Buffer>): Promise<FakeH
 
   const serveBytes = (req: IncomingMessage, res: ServerResponse, data: Buffer, headers: Record<string, string>) => {
     const { faults } = hub;
+    if (req.method === 'GET' && faults.unavailable) {
+      faults.unavailable--;
+      return void res.writeHead(503).end('busy');
+    }
     const body = faults.corrupt ? Buffer.from(data.map((b, i) => (i === data.length >> 1 ? b ^ 0xff : b))) : data;
     const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     let start = 0;
