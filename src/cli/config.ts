@@ -6,7 +6,7 @@ import { defaultConfigFile, userConfigFile, type PensieveConfig } from '../confi
 import { ExitCode } from './errors.js';
 import { help, loadWithFlags, SERVER_FLAGS_HELP, SERVER_OPTIONS } from './shared.js';
 
-export const USAGE = `Usage: pensieve config [options]
+const USAGE = `Usage: pensieve config [options]
 
 Prints the effective configuration as TOML; a comment after each key says where its value came
 from: default (config/pensieve.toml), user file PATH, --config PATH, env PENSIEVE_<SECTION>_<KEY>,

@@ -9,10 +9,10 @@ import { findLocalModel } from '../model/store.js';
 import { CliError, UsageError } from './errors.js';
 import { progress } from './progress.js';
 
-export type ModelChoice = { kind: 'file'; path: string } | { kind: 'hub'; ref: HubRef; name: string };
+type ModelChoice = { kind: 'file'; path: string } | { kind: 'hub'; ref: HubRef; name: string };
 
 /** An existing file wins over a hub reference of the same spelling. */
-export function modelChoice(text: string): ModelChoice {
+function modelChoice(text: string): ModelChoice {
   const name = text || DEFAULT_MODEL;
   if (text && existsSync(text)) return { kind: 'file', path: path.resolve(text) };
   const ref = parseHubRef(name);

@@ -7,7 +7,7 @@ import { ExitCode, UsageError } from './errors.js';
 import { formatBytes } from './format.js';
 import { help } from './shared.js';
 
-export const USAGE = `Usage: pensieve models [options]
+const USAGE = `Usage: pensieve models [options]
 
 Lists the downloaded models in model.folder: name (usable as --model and with rm), size, and alias.
 Interrupted downloads are listed as partial; \`pensieve pull\` resumes them.

@@ -7,7 +7,7 @@ import { hubRefArg, pullWithProgress } from './model-ref.js';
 import { formatBytes } from './format.js';
 import { help } from './shared.js';
 
-export const USAGE = `Usage: pensieve pull [REF] [options]
+const USAGE = `Usage: pensieve pull [REF] [options]
 
 Downloads a GGUF model from Hugging Face into model.folder (default: <platform cache>/models), as
 <owner>/<repo>/<file>. REF is owner/repo/file.gguf, owner/repo (its only .gguf, or its only

@@ -7,7 +7,7 @@ import { CliError, ExitCode, UsageError } from './errors.js';
 import { hubRefArg } from './model-ref.js';
 import { help } from './shared.js';
 
-export const USAGE = `Usage: pensieve rm REF [options]
+const USAGE = `Usage: pensieve rm REF [options]
 
 Deletes a downloaded model from model.folder, with its partial download if any. REF is a name
 that \`pensieve models\` lists (owner/repo/file.gguf), an alias, or owner/repo (all of its files).

@@ -15,7 +15,7 @@ import { CliError, ExitCode } from './errors.js';
 import { localModelPath } from './model-ref.js';
 import { help, loadWithFlags } from './shared.js';
 
-export const USAGE = `Usage: pensieve start [options]
+const USAGE = `Usage: pensieve start [options]
 
 Loads a model and serves the Anthropic Messages API (foreground; Ctrl-C stops it).
 
@@ -34,7 +34,7 @@ Exit codes: 0 ok (the server stopped cleanly, or --daemon: it is ready), 1 the m
 downloaded, does not fit in memory, or failed to load, 2 bad usage or config.
 `;
 
-export const OPTIONS = {
+const OPTIONS = {
   model: { type: 'string' },
   port: { type: 'string' },
   host: { type: 'string' },
@@ -51,7 +51,7 @@ async function modelInfoOf(modelPath: string): Promise<ModelInfo> {
 }
 
 /** The config with model.path replaced by a checked local file (downloaded if need be). */
-export async function prepareModel(config: PensieveConfig): Promise<PensieveConfig> {
+async function prepareModel(config: PensieveConfig): Promise<PensieveConfig> {
   const modelPath = await localModelPath(config, true);
   try {
     await preflight(modelPath, { ...config.engine, checkMemory: config.model.checkMemory });

@@ -5,7 +5,7 @@ import { ExitCode } from './errors.js';
 import { readHealth } from './health.js';
 import { help, loadWithFlags, SERVER_FLAGS_HELP, SERVER_OPTIONS, serverUrl } from './shared.js';
 
-export const USAGE = `Usage: pensieve status [options]
+const USAGE = `Usage: pensieve status [options]
 
 Asks the server at the configured host and port for GET /health and prints what it reports
 (model, slots busy, queue, throughput, cache hits, memory: whatever this server version has).

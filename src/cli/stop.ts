@@ -6,7 +6,7 @@ import { daemonFiles, processAlive, runningDaemon } from './daemon-files.js';
 import { CliError, ExitCode, UsageError } from './errors.js';
 import { help, loadWithFlags, SERVER_FLAGS_HELP, SERVER_OPTIONS } from './shared.js';
 
-export const USAGE = `Usage: pensieve stop [options]
+const USAGE = `Usage: pensieve stop [options]
 
 Stops the server that \`pensieve start --daemon\` started on this port: sends it SIGTERM (it finishes
 running generations within server.shutdown_grace_seconds) and waits for it to exit.

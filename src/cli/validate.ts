@@ -5,7 +5,7 @@ import { CliError, ExitCode } from './errors.js';
 import { localModelPath } from './model-ref.js';
 import { help, loadWithFlags, SERVER_FLAGS_HELP, SERVER_OPTIONS } from './shared.js';
 
-export const USAGE = `Usage: pensieve validate [options]
+const USAGE = `Usage: pensieve validate [options]
 
 Checks what \`pensieve start\` with the same options would use, without starting: the config (every
 layer, every key), then the model file: GGUF magic and version, an architecture this llama.cpp

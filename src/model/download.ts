@@ -2,11 +2,9 @@
 // size and sha256 the hub reports, and renamed to `dest` only once verified, so that a partial or
 // corrupt file is never at `dest`.
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fetch, type Response } from 'undici';
 
@@ -31,7 +29,7 @@ export interface DownloadResult {
 }
 
 /** What the hub says the file is. */
-export interface Expected {
+interface Expected {
   size?: number;
   sha256?: string;
 }
@@ -66,7 +64,7 @@ function failure(url: string, res: Response): DownloadError {
  * and X-Linked-Size, which the CDN's own answer would not. Same-host redirects (renamed repos) are
  * followed.
  */
-export async function probe(url: string, headers: Record<string, string> = {}): Promise<Expected> {
+async function probe(url: string, headers: Record<string, string> = {}): Promise<Expected> {
   let current = url;
   for (let hops = 0; hops < 10; hops++) {
     const res = await fetch(current, { method: 'HEAD', redirect: 'manual', headers });
@@ -118,20 +116,21 @@ async function transfer(opts: DownloadOptions, partial: string, hash: Hash, offs
   if (res.status !== 200 && res.status !== 206) throw failure(opts.url, res);
   if (!res.body) throw new DownloadError(`${opts.url}: empty response`);
 
+  // Each chunk is on disk before the next is read, so a transfer that fails leaves everything it
+  // received for the next attempt (a write stream would drop its queued writes on error).
   let done = offset;
   const total = expected.size;
-  await pipeline(
-    Readable.fromWeb(res.body),
-    async function* (source: AsyncIterable<Buffer>) {
-      for await (const chunk of source) {
-        hash.update(chunk);
-        done += chunk.length;
-        opts.onProgress?.(done, total);
-        yield chunk;
-      }
-    },
-    createWriteStream(partial, { flags: offset > 0 ? 'a' : 'w' }),
-  );
+  const file = await open(partial, offset > 0 ? 'a' : 'w');
+  try {
+    for await (const chunk of res.body) {
+      await file.write(chunk);
+      hash.update(chunk);
+      done += chunk.length;
+      opts.onProgress?.(done, total);
+    }
+  } finally {
+    await file.close();
+  }
   if (total !== undefined && done < total) throw new Error(`the transfer ended after ${done} of ${total} bytes`);
 }
 

@@ -6,7 +6,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 
 export interface HubFaults {
-  /** Each transfer takes the next entry: drop the connection after that many body bytes. */
+  /** Each transfer takes the next entry: close the connection after that many body bytes (a FIN, not a
+   * reset, which could discard bytes the client has not read yet). */
   cuts?: number[];
   /** Answer this many transfers with 503 first. */
   unavailable?: number;
@@ -58,7 +59,7 @@ export async function startFakeHub(files: Record<string, Buffer>): Promise<FakeH
     if (req.method === 'HEAD') return void res.end();
     const rest = body.subarray(start);
     const cut = faults.cuts?.shift();
-    if (cut !== undefined) return void res.write(rest.subarray(0, cut), () => res.socket?.destroy());
+    if (cut !== undefined) return void res.write(rest.subarray(0, cut), () => res.socket?.end());
     res.end(rest);
   };
 
