@@ -23,7 +23,7 @@ export function progress(label: string, out: NodeJS.WriteStream = process.stderr
     const seconds = (Date.now() - started) / 1000;
     const rate = seconds > 0 ? (done - startBytes) / seconds : 0;
     const size = total === undefined ? formatBytes(done) : `${formatBytes(done)} / ${formatBytes(total)}`;
-    const eta = total !== undefined && rate > 0 ? `, ${formatDuration((total - done) / rate)} left` : '';
+    const eta = total !== undefined && rate > 0 && done < total ? `, ${formatDuration((total - done) / rate)} left` : '';
     return `${size}, ${formatBytes(rate)}/s${eta}`;
   };
 
