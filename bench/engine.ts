@@ -2,6 +2,7 @@
 // source, same threads, same context/batch sizes, same KV layout (one stream per sequence).
 //
 //   npm run bench:engine -- [--model PATH] [--threads N] [--prefill N] [--gen N] [--parallel 1,2,4,8,16] [--repeats N]
+//                           [--flash-attention off|on|auto]
 //
 // The two sides run alternately, never at once, level by level (llama.cpp at N sequences, then Pensieve at
 // N), so slow drifts of this shared machine hit both alike; each side is warmed up once; every figure is the
@@ -25,6 +26,8 @@ interface Options {
   gen: number;
   parallel: number[];
   repeats: number;
+  /** Both sides run with the same setting (the engine's default is off). */
+  flashAttention: 'off' | 'on' | 'auto';
 }
 
 function parseOptions(): Options {
@@ -36,8 +39,13 @@ function parseOptions(): Options {
       gen: { type: 'string' },
       parallel: { type: 'string' },
       repeats: { type: 'string' },
+      'flash-attention': { type: 'string' },
     },
   });
+  const flashAttention = values['flash-attention'] ?? 'off';
+  if (flashAttention !== 'off' && flashAttention !== 'on' && flashAttention !== 'auto') {
+    throw new Error(`--flash-attention must be off, on or auto, got "${flashAttention}"`);
+  }
   const int = (name: string, value: string | undefined, fallback: number): number => {
     if (value === undefined) return fallback;
     const n = Number(value);
@@ -55,6 +63,7 @@ function parseOptions(): Options {
     threads: int('threads', values.threads, availableParallelism()),
     prefill: int('prefill', values.prefill, 512),
     gen: int('gen', values.gen, 128),
+    flashAttention,
     parallel: [...new Set(parallel)].sort((a, b) => a - b),
     repeats: int('repeats', values.repeats, 3),
   };
@@ -71,7 +80,7 @@ interface Level {
 
 function llamaArgs(o: Options, parallel: number, gen: number): string[] {
   return [
-    '-m', o.model, '-t', String(o.threads), '-tb', String(o.threads),
+    '-m', o.model, '-t', String(o.threads), '-tb', String(o.threads), '-fa', o.flashAttention,
     // No -kvu: the engine gives every slot its own KV stream (native/src/context.cpp), and so does
     // batched-bench without it: one stream per sequence, each of prompt + generation cells, as our slots.
     '-c', String(parallel * (o.prefill + o.gen)), '-b', String(BATCH), '-ub', String(BATCH),
@@ -159,6 +168,7 @@ class PensieveSide {
     const engine = await Engine.start({
       modelPath: o.model, gpuLayers: 0, slots, contextPerSlot: o.prefill + o.gen, stepTokenBudget: BATCH,
       batchSize: BATCH, ubatchSize: BATCH, threads: o.threads, queueLength: slots, ringRecords: 256, streamIntervalMs: 20,
+      flashAttention: o.flashAttention,
     });
     return new PensieveSide(engine, o);
   }
@@ -294,7 +304,7 @@ async function main(): Promise<void> {
   const ratio = (a: number, b: number): number => b / a;
   const out: string[] = [];
   out.push(`model: ${o.model}`);
-  out.push(`threads: ${o.threads}; prompt ${o.prefill} tokens; ${o.gen} generated tokens per sequence; batch/ubatch ${BATCH}; ` +
+  out.push(`threads: ${o.threads}; prompt ${o.prefill} tokens; ${o.gen} generated tokens per sequence; batch/ubatch ${BATCH}; flash attention ${o.flashAttention}; ` +
     `KV: one stream per sequence, ${Math.max(...o.parallel)} x ${o.prefill + o.gen} cells; median of ${o.repeats}`);
   out.push(`machine: ${machine()}`);
   out.push('');

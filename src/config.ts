@@ -9,6 +9,8 @@ import { projectRoot } from './paths.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+export const FLASH_ATTENTION = ['off', 'on', 'auto'] as const;
+export type FlashAttention = (typeof FLASH_ATTENTION)[number];
 
 /** The TOML shape (snake_case), as validated by {@link configSchema}. */
 export interface RawConfig {
@@ -34,6 +36,7 @@ export interface RawConfig {
     queue_length: number;
     ring_records: number;
     stream_interval_ms: number;
+    flash_attention: FlashAttention;
   };
   cache: { folder: string; max_mb: number };
   log: { level: LogLevel; prompts: boolean };
@@ -69,6 +72,7 @@ export interface PensieveConfig {
     queueLength: number;
     ringRecords: number;
     streamIntervalMs: number;
+    flashAttention: FlashAttention;
   };
   /** `folder` is always an absolute path: '' in the TOML becomes the platform cache folder. */
   cache: { folder: string; maxMb: number };
@@ -127,6 +131,7 @@ const SECTIONS: Record<keyof RawConfig, Record<string, Prop>> = {
     queue_length: int(0, 65536),
     ring_records: int(16, 65536),
     stream_interval_ms: int(0, 1000),
+    flash_attention: { type: 'string', enum: [...FLASH_ATTENTION] },
   },
   cache: { folder: str(), max_mb: int(0, 1048576) },
   log: { level: { type: 'string', enum: [...LOG_LEVELS] }, prompts: { type: 'boolean' } },
@@ -377,6 +382,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
       queueLength: e.queue_length,
       ringRecords: e.ring_records,
       streamIntervalMs: e.stream_interval_ms,
+      flashAttention: e.flash_attention,
     },
     cache: { folder: c.folder ? path.resolve(expandHome(c.folder, env)) : defaultCacheFolder(env, platform), maxMb: c.max_mb },
     log: { level: raw.log.level, prompts: raw.log.prompts },

@@ -53,6 +53,8 @@ export interface ContextOptions {
   threadsBatch?: number;
   /** One KV buffer for all sequences instead of one stream per sequence (default false). */
   kvUnified?: boolean;
+  /** -1 auto (llama.cpp decides), 0 off, 1 on. */
+  flashAttention?: -1 | 0 | 1;
 }
 
 export interface SamplerOptions {

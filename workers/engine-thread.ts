@@ -73,6 +73,7 @@ const context: NativeContext = new addon.Context(model, {
   ubatchSize: settings.ubatchSize,
   sequences: settings.slots,
   threads: settings.threads,
+  flashAttention: ({ off: 0, on: 1, auto: -1 } as const)[settings.flashAttention],
 });
 const pieces = model.tokenPieces();
 const eogTokens = model.info().eogTokens;

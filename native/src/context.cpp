@@ -21,7 +21,8 @@ static uint32_t optU32(const Napi::Object& o, const char* key, uint32_t fallback
   return o.Has(key) && o.Get(key).IsNumber() ? o.Get(key).ToNumber().Uint32Value() : fallback;
 }
 
-// new Context(model, { contextSize, batchSize, ubatchSize, sequences, threads, threadsBatch, kvUnified })
+// new Context(model, { contextSize, batchSize, ubatchSize, sequences, threads, threadsBatch, kvUnified, flashAttention })
+// flashAttention: -1 auto, 0 off, 1 on.
 Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
   Napi::Env env = info.Env();
   Model* model = Model::Unwrap(info[0].As<Napi::Object>());
@@ -40,6 +41,7 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
   // so a greedy sequence computes the same tokens alone as inside any batch. (In a unified cache the
   // attention spans cells of other sequences too, masked, and its rounding changes with the batch.)
   params.kv_unified = opts.Has("kvUnified") && opts.Get("kvUnified").ToBoolean();
+  if (opts.Has("flashAttention")) params.flash_attn_type = (llama_flash_attn_type)opts.Get("flashAttention").ToNumber().Int32Value();
   params.no_perf = true;
   ctx_ = llama_init_from_model(model->get(), params);
   if (!ctx_) NAPI_THROW_VOID(Napi::Error::New(env, "failed to create the llama.cpp context"));

@@ -18,6 +18,7 @@ export function engineSettings(config: PensieveConfig): EngineSettings {
     queueLength: e.queueLength,
     ringRecords: 2 ** Math.ceil(Math.log2(e.ringRecords)),
     streamIntervalMs: e.streamIntervalMs,
+    flashAttention: e.flashAttention,
     promptCache: config.cache.maxMb > 0 ? { folder: join(config.cache.folder, 'prompts'), maxBytes: config.cache.maxMb * 2 ** 20 } : undefined,
   };
 }

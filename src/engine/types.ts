@@ -65,6 +65,8 @@ export interface EngineSettings {
   ringRecords: number;
   /** Least time between wake-ups of the readers while tokens stream (first and last records go at once). */
   streamIntervalMs: number;
+  /** llama.cpp's flash attention (see config/pensieve.toml: off keeps cached output identical to cold). */
+  flashAttention: 'off' | 'on' | 'auto';
   /** Where cached prefixes are kept across restarts, and the most bytes they may take; absent: not kept. */
   promptCache?: { folder: string; maxBytes: number };
 }

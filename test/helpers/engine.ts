@@ -31,6 +31,7 @@ export function startEngine(modelPath: string, settings: Partial<EngineSettings>
     queueLength: 16,
     ringRecords: 64,
     streamIntervalMs: 20,
+    flashAttention: 'off',
     ...settings,
   }, log);
 }
