@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeGguf, type GgufMetadata, type GgufValue } from '../src/model/gguf.js';
 import { LLAMA_ARCH_SOURCE, llamaArchitectures } from '../src/model/llama-architectures.js';
-import { estimateMemory, inspectModel, kvBytesPerToken, memoryAdvice, preflight } from '../src/model/preflight.js';
+import { estimateMemory, fitContext, inspectModel, kvBytesPerToken, memoryAdvice, preflight } from '../src/model/preflight.js';
 import { MODEL_PRESETS } from '../src/model/random-model.js';
 import { tinyModelPath } from './helpers/models.js';
 
@@ -61,6 +61,19 @@ t.test('memory estimate: weights + KV for slots x context + margin', async (t) =
   const oneSlot = estimateMemory(facts, { slots: 2, contextPerSlot: 65536 }, 8 * GIB);
   // (8 - 2.4 - 0.5) GiB / 384 KiB = 13,926 tokens: not one slot of 65536.
   t.match(memoryAdvice(facts, { slots: 2, contextPerSlot: 65536 }, oneSlot), /Try engine\.context_per_slot = 6912 \(with 2 slots\):/);
+});
+
+t.test('a default context is lowered to what fits, down to a floor', async (t) => {
+  const facts = { fileBytes: 2.4 * GIB, kvBytesPerToken: 384 * 1024 };
+  // (16 - 2.4 - 0.5) GiB / 384 KiB = 35,772 tokens: 8,704 per slot for 4 slots, 17,664 for 2.
+  t.equal(fitContext(facts, { slots: 4, contextPerSlot: 32768 }, 16 * GIB), 8704);
+  t.equal(fitContext(facts, { slots: 2, contextPerSlot: 32768 }, 16 * GIB), 17664);
+  t.equal(fitContext(facts, { slots: 1, contextPerSlot: 16384 }, 16 * GIB), 16384, 'never above the asked context');
+  t.equal(fitContext(facts, { slots: 8, contextPerSlot: 32768 }, 16 * GIB), undefined, 'below 8192 per slot: refused');
+  const model = await tinyModelPath();
+  const fitted = await preflight(model, { slots: 2, contextPerSlot: 1 << 20, checkMemory: true, fitContext: true, available: 600 * MIB });
+  t.ok(fitted.memory.fits);
+  t.ok(fitted.contextPerSlot >= 8192 && fitted.contextPerSlot < 1 << 20, `fitted ${fitted.contextPerSlot}`);
 });
 
 t.test('a model that does not fit is refused unless the check is off', async (t) => {

@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { PensieveConfig } from '../config.js';
+import type { LoadedConfig, PensieveConfig } from '../config.js';
 import { Engine } from '../engine/engine.js';
 import { buildServer, type ServerState } from '../server/app.js';
 import { exitOnSignals } from '../server/shutdown.js';
@@ -50,22 +50,30 @@ async function modelInfoOf(modelPath: string): Promise<ModelInfo> {
   return { id, displayName: id, createdAt: mtime.toISOString() };
 }
 
-/** The config with model.path replaced by a checked local file (downloaded if need be). */
-async function prepareModel(config: PensieveConfig): Promise<PensieveConfig> {
+/**
+ * The config with model.path replaced by a checked local file (downloaded if need be). A context per slot
+ * left at its default is lowered to fit this machine's memory (a chosen one is refused with advice).
+ */
+async function prepareModel({ config, sources }: LoadedConfig): Promise<PensieveConfig> {
   const modelPath = await localModelPath(config, true);
+  const fit = sources['engine.context_per_slot'] === 'default';
   try {
-    await preflight(modelPath, { ...config.engine, checkMemory: config.model.checkMemory });
+    const { contextPerSlot } = await preflight(modelPath, { ...config.engine, checkMemory: config.model.checkMemory, fitContext: fit });
+    if (contextPerSlot !== config.engine.contextPerSlot) {
+      process.stderr.write(`pensieve: ${config.engine.slots} slots x ${config.engine.contextPerSlot} tokens of context do not fit in ` +
+        `this machine's memory with this model; using ${contextPerSlot} tokens per slot (set engine.context_per_slot to choose)\n`);
+    }
+    return { ...config, model: { ...config.model, path: modelPath }, engine: { ...config.engine, contextPerSlot } };
   } catch (err) {
     if (err instanceof PreflightError) throw new CliError(err.message);
     throw err;
   }
-  return { ...config, model: { ...config.model, path: modelPath } };
 }
 
 export async function run(args: string[]): Promise<ExitCode | undefined> {
   const { values } = parseArgs({ args, options: OPTIONS });
   if (values.help) return help(USAGE);
-  const config = await prepareModel(loadWithFlags(values).config);
+  const config = await prepareModel(loadWithFlags(values));
   if (values.daemon) return startDaemon(args, config);
 
   const settings = engineSettings(config);

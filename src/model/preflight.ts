@@ -166,16 +166,45 @@ export function memoryAdvice(facts: Pick<ModelFacts, 'path' | 'kvBytesPerToken'>
   return lines.join('\n');
 }
 
+/** Below this many tokens per slot, a fitted context is too small for an agent's prompt: refuse instead. */
+export const MIN_FITTED_CONTEXT = 8192;
+
+/**
+ * The largest context per slot (a multiple of 256, at most `run.contextPerSlot`) with which the model
+ * fits; undefined when even MIN_FITTED_CONTEXT does not.
+ */
+export function fitContext(facts: Pick<ModelFacts, 'fileBytes' | 'kvBytesPerToken'>, run: RunShape, available = os.totalmem()): number | undefined {
+  const margin = marginFor(facts.fileBytes);
+  const cells = Math.floor((available - facts.fileBytes - margin) / Math.max(facts.kvBytesPerToken, 1));
+  const context = Math.min(run.contextPerSlot, Math.floor(cells / run.slots / CONTEXT_STEP) * CONTEXT_STEP);
+  return context >= MIN_FITTED_CONTEXT ? context : undefined;
+}
+
 export interface PreflightOptions extends RunShape {
   checkMemory: boolean;
   /** Defaults to os.totalmem(). */
   available?: number;
 }
 
-/** Inspects the model and estimates its memory; throws PreflightError when it cannot or should not load. */
-export async function preflight(path: string, opts: PreflightOptions): Promise<{ facts: ModelFacts; memory: MemoryEstimate }> {
+/**
+ * Inspects the model and estimates its memory; throws PreflightError when it cannot or should not load.
+ * With `fitContext`, a context per slot that does not fit is lowered to one that does (`contextPerSlot`
+ * in the result) rather than refused.
+ */
+export async function preflight(
+  path: string,
+  opts: PreflightOptions & { fitContext?: boolean },
+): Promise<{ facts: ModelFacts; memory: MemoryEstimate; contextPerSlot: number }> {
   const facts = await inspectModel(path);
-  const memory = estimateMemory(facts, opts, opts.available);
+  let memory = estimateMemory(facts, opts, opts.available);
+  let contextPerSlot = opts.contextPerSlot;
+  if (opts.checkMemory && !memory.fits && opts.fitContext) {
+    const fitted = fitContext(facts, opts, opts.available);
+    if (fitted !== undefined) {
+      contextPerSlot = fitted;
+      memory = estimateMemory(facts, { ...opts, contextPerSlot }, opts.available);
+    }
+  }
   if (opts.checkMemory && !memory.fits) throw new PreflightError(memoryAdvice(facts, opts, memory));
-  return { facts, memory };
+  return { facts, memory, contextPerSlot };
 }
