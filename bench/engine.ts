@@ -76,14 +76,23 @@ interface Level {
   aggregate: number;
 }
 
+/**
+ * KV cells per sequence on both sides: prompt + generation, rounded up to llama.cpp's 256-cell KV padding.
+ * The engine's slots get exactly this (llama.cpp rounds a slot's cells up to it anyway), and so does each of
+ * batched-bench's streams, so that both attend over the same number of cells at every step.
+ */
+function cellsPerSequence(o: Options): number {
+  return Math.ceil((o.prefill + o.gen) / 256) * 256;
+}
+
 // ---- llama.cpp side ----
 
 function llamaArgs(o: Options, parallel: number, gen: number): string[] {
   return [
     '-m', o.model, '-t', String(o.threads), '-tb', String(o.threads), '-fa', o.flashAttention,
     // No -kvu: the engine gives every slot its own KV stream (native/src/context.cpp), and so does
-    // batched-bench without it: one stream per sequence, each of prompt + generation cells, as our slots.
-    '-c', String(parallel * (o.prefill + o.gen)), '-b', String(BATCH), '-ub', String(BATCH),
+    // batched-bench without it: one stream per sequence, each of cellsPerSequence cells, as our slots.
+    '-c', String(parallel * cellsPerSequence(o)), '-b', String(BATCH), '-ub', String(BATCH),
     '-npp', String(o.prefill), '-ntg', String(gen), '-npl', String(parallel),
     '--output-format', 'jsonl',
   ];
@@ -166,7 +175,7 @@ class PensieveSide {
   static async start(o: Options): Promise<PensieveSide> {
     const slots = Math.max(...o.parallel);
     const engine = await Engine.start({
-      modelPath: o.model, gpuLayers: 0, slots, contextPerSlot: o.prefill + o.gen, stepTokenBudget: BATCH,
+      modelPath: o.model, gpuLayers: 0, slots, contextPerSlot: cellsPerSequence(o), stepTokenBudget: BATCH,
       batchSize: BATCH, ubatchSize: BATCH, threads: o.threads, queueLength: slots, ringRecords: 256, streamIntervalMs: 20,
       flashAttention: o.flashAttention,
     });

@@ -113,8 +113,39 @@ llama_token SlotSampler::sample(float* logits, int32_t nVocab) {
   return token;
 }
 
+// The first index of the highest logit, as std::max_element gives it, but vectorizable: std::max_element
+// tracks an index per element and runs one compare at a time (0.15 ms for a 150k vocabulary, per
+// sequence per step). Here each block's maximum is taken lane-wise, and only the block holding the
+// highest one is searched for its index.
+static llama_token argmax(const float* x, int32_t n) {
+  constexpr int32_t kLanes = 16, kBlock = 256;
+  float best = -INFINITY;
+  int32_t bestBlock = 0;
+  int32_t start = 0;
+  for (; start + kBlock <= n; start += kBlock) {
+    float lanes[kLanes];
+    for (int32_t j = 0; j < kLanes; j++) lanes[j] = x[start + j];
+    for (int32_t i = start + kLanes; i < start + kBlock; i += kLanes) {
+      for (int32_t j = 0; j < kLanes; j++) lanes[j] = x[i + j] > lanes[j] ? x[i + j] : lanes[j];
+    }
+    float blockMax = lanes[0];
+    for (int32_t j = 1; j < kLanes; j++) blockMax = lanes[j] > blockMax ? lanes[j] : blockMax;
+    if (blockMax > best) {
+      best = blockMax;
+      bestBlock = start;
+    }
+  }
+  for (int32_t i = start; i < n; i++) {  // the tail that fills no block
+    if (x[i] > best) return (llama_token)(std::max_element(x + i, x + n) - x);
+  }
+  if (n < kBlock) return (llama_token)(std::max_element(x, x + n) - x);
+  for (int32_t i = bestBlock;; i++) {
+    if (x[i] == best) return i;
+  }
+}
+
 llama_token SlotSampler::pick(float* logits, int32_t nVocab) {
-  const llama_token best = (llama_token)(std::max_element(logits, logits + nVocab) - logits);
+  const llama_token best = argmax(logits, nVocab);
   if (params_.temperature <= 0.0f) return best;
 
   const float maxLogit = logits[best];
