@@ -59,7 +59,8 @@ export async function startFakeHub(files: Record<string, Buffer>): Promise<FakeH
     if (req.method === 'HEAD') return void res.end();
     const rest = body.subarray(start);
     const cut = faults.cuts?.shift();
-    if (cut !== undefined) return void res.write(rest.subarray(0, cut), () => res.socket?.end());
+    // The cut comes a moment after the bytes: a fetch body that errors drops the chunks it has not handed out yet.
+    if (cut !== undefined) return void res.write(rest.subarray(0, cut), () => setTimeout(() => res.socket?.end(), cut > 0 ? 200 : 0));
     res.end(rest);
   };
 
