@@ -59,3 +59,9 @@ export async function collect(events: AsyncIterable<GenerationEvent>): Promise<C
 export function complete(engine: Engine, prompt: Int32Array, params: GenerateParams, signal?: AbortSignal): Promise<Completed> {
   return collect(engine.generate(prompt, params, signal));
 }
+
+/** Waits (up to two seconds) for every slot to be free: a cancellation reaches the engine a moment after the caller gives up. */
+export async function slotsFreed(engine: Engine): Promise<number> {
+  for (let i = 0; i < 100 && engine.status().slotsBusy > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  return engine.status().slotsBusy;
+}
