@@ -24,6 +24,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
 import { buildLlamaTools, llamaSourceDir, repoRoot } from './llama-tools.js';
+import { positiveInt } from './options.js';
 import {
   PENSIEVE_KEY, llamaServerArgs, machineTicks, processTicks, startLlamaServer, startPensieve, type RunningServer,
 } from './servers.js';
@@ -65,16 +66,10 @@ function parseOptions(): Options {
       'pensieve-fa': { type: 'string' },
     },
   });
-  const int = (name: string, value: string | undefined, fallback: number): number => {
-    if (value === undefined) return fallback;
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${value}"`);
-    return n;
-  };
   const model = values.model ? resolve(values.model) : resolve(repoRoot, '../shared/models/random-qwen2-small-100m-q8_0.gguf');
   if (!existsSync(model)) throw new Error(`model not found: ${model} (pass --model PATH)`);
   if (!existsSync(FIXTURE)) throw new Error(`fixture not found: ${FIXTURE}`);
-  const sessions = [...new Set((values.sessions ?? '1,4').split(',').map((s) => int('sessions', s.trim(), 1)))].sort((a, b) => a - b);
+  const sessions = [...new Set((values.sessions ?? '1,4').split(',').map((s) => positiveInt('sessions', s.trim(), 1)))].sort((a, b) => a - b);
   const servers = (values.servers ?? 'pensieve,llama').split(',').map((s) => s.trim()) as ServerKind[];
   for (const s of servers) if (!(s in SERVER_NAMES)) throw new Error(`--servers: unknown server "${s}" (pensieve, llama)`);
   // llama-server renders with the same template as Pensieve: the model's ChatML template has no tool support, and
@@ -88,12 +83,12 @@ function parseOptions(): Options {
   }
   return {
     model,
-    threads: int('threads', values.threads, availableParallelism()),
-    turns: int('turns', values.turns, 5),
+    threads: positiveInt('threads', values.threads, availableParallelism()),
+    turns: positiveInt('turns', values.turns, 5),
     sessions,
-    maxTokens: int('max-tokens', values['max-tokens'], 24),
-    prefixTokens: int('prefix-tokens', values['prefix-tokens'], 16_000),
-    newTokens: int('new-tokens', values['new-tokens'], 250),
+    maxTokens: positiveInt('max-tokens', values['max-tokens'], 24),
+    prefixTokens: positiveInt('prefix-tokens', values['prefix-tokens'], 16_000),
+    newTokens: positiveInt('new-tokens', values['new-tokens'], 250),
     llamaArgs,
     servers: [...new Set(servers)],
     pensieveFa: values['pensieve-fa'],

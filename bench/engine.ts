@@ -2,7 +2,10 @@
 // source, same threads, same context/batch sizes, same KV layout (one stream per sequence).
 //
 //   npm run bench:engine -- [--model PATH] [--threads N] [--prefill N] [--gen N] [--parallel 1,2,4,8,16] [--repeats N]
-//                           [--flash-attention off|on|auto]
+//                           [--flash-attention off|on|auto] [--gpu-layers N]
+//
+// GPU: build the addon with PENSIEVE_GPU=cuda and run this with the same variable and --gpu-layers N (e.g. 99,
+// every layer); llama-batched-bench is then built with CUDA too and gets -ngl N.
 //
 // The two sides run alternately, never at once, level by level (llama.cpp at N sequences, then Pensieve at
 // N), so slow drifts of this shared machine hit both alike; each side is warmed up once; every figure is the
@@ -15,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { Engine } from '../src/engine/engine.js';
 import type { FinalStats } from '../src/engine/types.js';
 import { buildLlamaTools, llamaSourceDir, repoRoot } from './llama-tools.js';
+import { positiveInt } from './options.js';
 
 const BATCH = 512; // -b and -ub for llama.cpp; batchSize, ubatchSize and stepTokenBudget for Pensieve
 const TARGETS = { singleDecode: 0.97, aggregateAt8: 1.0 };
@@ -28,6 +32,8 @@ interface Options {
   repeats: number;
   /** Both sides run with the same setting (the engine's default is off). */
   flashAttention: 'off' | 'on' | 'auto';
+  /** Layers offloaded to the GPU on both sides (0: CPU only). */
+  gpuLayers: number;
 }
 
 function parseOptions(): Options {
@@ -40,32 +46,28 @@ function parseOptions(): Options {
       parallel: { type: 'string' },
       repeats: { type: 'string' },
       'flash-attention': { type: 'string' },
+      'gpu-layers': { type: 'string' },
     },
   });
   const flashAttention = values['flash-attention'] ?? 'off';
   if (flashAttention !== 'off' && flashAttention !== 'on' && flashAttention !== 'auto') {
     throw new Error(`--flash-attention must be off, on or auto, got "${flashAttention}"`);
   }
-  const int = (name: string, value: string | undefined, fallback: number): number => {
-    if (value === undefined) return fallback;
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${value}"`);
-    return n;
-  };
   const model = values.model ? resolve(values.model) : resolve(repoRoot, '../shared/models/random-qwen2-small-100m-q8_0.gguf');
   if (!existsSync(model)) {
     throw new Error(`model not found: ${model}\n(pass --model PATH; the default is ../shared/models/random-qwen2-small-100m-q8_0.gguf next to the repository)`);
   }
-  const parallel = (values.parallel ?? '1,2,4,8,16').split(',').map((s) => int('parallel', s.trim(), 1));
+  const parallel = (values.parallel ?? '1,2,4,8,16').split(',').map((s) => positiveInt('parallel', s.trim(), 1));
   if (!parallel.includes(1)) parallel.unshift(1); // the single-stream figures come from the level-1 run
   return {
     model,
-    threads: int('threads', values.threads, availableParallelism()),
-    prefill: int('prefill', values.prefill, 512),
-    gen: int('gen', values.gen, 128),
+    threads: positiveInt('threads', values.threads, availableParallelism()),
+    prefill: positiveInt('prefill', values.prefill, 512),
+    gen: positiveInt('gen', values.gen, 128),
     flashAttention,
     parallel: [...new Set(parallel)].sort((a, b) => a - b),
-    repeats: int('repeats', values.repeats, 3),
+    repeats: positiveInt('repeats', values.repeats, 3),
+    gpuLayers: values['gpu-layers'] === '0' ? 0 : positiveInt('gpu-layers', values['gpu-layers'], 0),
   };
 }
 
@@ -89,7 +91,7 @@ function cellsPerSequence(o: Options): number {
 
 function llamaArgs(o: Options, parallel: number, gen: number): string[] {
   return [
-    '-m', o.model, '-t', String(o.threads), '-tb', String(o.threads), '-fa', o.flashAttention,
+    '-m', o.model, '-t', String(o.threads), '-tb', String(o.threads), '-fa', o.flashAttention, '-ngl', String(o.gpuLayers),
     // No -kvu: the engine gives every slot its own KV stream (native/src/context.cpp), and so does
     // batched-bench without it: one stream per sequence, each of cellsPerSequence cells, as our slots.
     '-c', String(parallel * cellsPerSequence(o)), '-b', String(BATCH), '-ub', String(BATCH),
@@ -175,7 +177,7 @@ class PensieveSide {
   static async start(o: Options): Promise<PensieveSide> {
     const slots = Math.max(...o.parallel);
     const engine = await Engine.start({
-      modelPath: o.model, gpuLayers: 0, slots, contextPerSlot: cellsPerSequence(o), stepTokenBudget: BATCH,
+      modelPath: o.model, gpuLayers: o.gpuLayers, slots, contextPerSlot: cellsPerSequence(o), stepTokenBudget: BATCH,
       batchSize: BATCH, ubatchSize: BATCH, threads: o.threads, queueLength: slots, ringRecords: 256, streamIntervalMs: 20,
       flashAttention: o.flashAttention,
     });
@@ -240,8 +242,8 @@ async function undisturbed<T>(what: string, measure: () => T | Promise<T>): Prom
     const result = await measure();
     const after = cpuTicks();
     const others = ((after.machine - before.machine) - (after.ours - before.ours)) / ticksPerSecond / ((performance.now() - t0) / 1000);
-    if (others < MAX_OTHER_LOAD || attempt === 5) {
-      if (others >= MAX_OTHER_LOAD) disturbed.push(`${what}: other processes used ${others.toFixed(2)} cores`);
+    if (others < maxOtherLoad || attempt === 5) {
+      if (others >= maxOtherLoad) disturbed.push(`${what}: other processes used ${others.toFixed(2)} cores`);
       return result;
     }
     log(`${what}: other processes used ${others.toFixed(2)} cores meanwhile; waiting 20 s and measuring again`);
@@ -249,7 +251,9 @@ async function undisturbed<T>(what: string, measure: () => T | Promise<T>): Prom
   }
 }
 
-const MAX_OTHER_LOAD = 0.05; // cores, averaged over one measurement
+// Cores other processes may keep busy, averaged over one measurement: load that fits on the cores our
+// threads leave idle does not disturb them.
+let maxOtherLoad = 0.05;
 const disturbed: string[] = [];
 const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
 
@@ -264,20 +268,29 @@ function median(values: number[]): number {
 
 const fmt = (v: number): string => (Number.isNaN(v) ? 'n/a' : v.toFixed(1));
 
-function machine(): string {
+/** The GPU's name as nvidia-smi gives it, when there is one. */
+function gpuName(): string | undefined {
+  try {
+    return execFileSync('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader'], { encoding: 'utf8' }).trim().split('\n')[0];
+  } catch {
+    return undefined; // no NVIDIA driver here
+  }
+}
+
+function machine(o: Options): string {
   const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
   const source = readFileSync(join(llamaSourceDir, '.pensieve-source'), 'utf8').trim();
-  let rev = 'unknown';
-  try {
-    rev = execFileSync('git', ['-C', llamaSourceDir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-  } catch {
-    // not a git checkout: leave the revision unknown
-  }
-  return `${availableParallelism()} cores, ${cpu}; llama.cpp from ${source} (${rev})`;
+  // The source is a git clone of the bundle; a copy without .git (e.g. one carried elsewhere) has no revision.
+  const rev = existsSync(join(llamaSourceDir, '.git'))
+    ? execFileSync('git', ['-C', llamaSourceDir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim()
+    : 'unknown';
+  const gpu = o.gpuLayers > 0 ? `; GPU: ${gpuName() ?? 'none found'}` : '';
+  return `${availableParallelism()} cores, ${cpu}${gpu}; llama.cpp from ${source} (${rev})`;
 }
 
 async function main(): Promise<void> {
   const o = parseOptions();
+  maxOtherLoad = 0.05 + Math.max(0, availableParallelism() - o.threads - 1);
   const bin = buildLlamaTools(['llama-batched-bench']);
 
   log('warming up llama.cpp');
@@ -313,9 +326,9 @@ async function main(): Promise<void> {
   const ratio = (a: number, b: number): number => b / a;
   const out: string[] = [];
   out.push(`model: ${o.model}`);
-  out.push(`threads: ${o.threads}; prompt ${o.prefill} tokens; ${o.gen} generated tokens per sequence; batch/ubatch ${BATCH}; flash attention ${o.flashAttention}; ` +
+  out.push(`threads: ${o.threads}; prompt ${o.prefill} tokens; ${o.gen} generated tokens per sequence; batch/ubatch ${BATCH}; flash attention ${o.flashAttention}; gpu layers ${o.gpuLayers}; ` +
     `KV: one stream per sequence, ${Math.max(...o.parallel)} x ${o.prefill + o.gen} cells; median of ${o.repeats}`);
-  out.push(`machine: ${machine()}`);
+  out.push(`machine: ${machine(o)}`);
   out.push('');
   out.push('| metric | llama.cpp | pensieve | ratio (pensieve / llama.cpp) |');
   out.push('| --- | ---: | ---: | ---: |');

@@ -19,7 +19,10 @@ export const repoRoot = (() => {
 })();
 
 export const llamaSourceDir = join(repoRoot, 'native', 'deps', 'llama.cpp');
-const buildDir = join(repoRoot, 'bench', '.work', 'llama-build');
+// The same GPU switch as the addon's build (scripts/build-native.mjs): PENSIEVE_GPU=cuda adds llama.cpp's CUDA
+// backend, in a build folder of its own so that the CPU build stays as it is.
+const cuda = process.env.PENSIEVE_GPU === 'cuda';
+const buildDir = join(repoRoot, 'bench', '.work', cuda ? 'llama-build-cuda' : 'llama-build');
 
 // Same CPU tuning as native/CMakeLists.txt; everything that would download at build time is off (the
 // machine may be offline): OpenSSL/BoringSSL, the prebuilt web UI, the npm UI build.
@@ -35,6 +38,7 @@ const configureFlags = [
   '-DLLAMA_BUILD_SERVER=ON',
   '-DLLAMA_BUILD_UI=OFF',
   '-DLLAMA_USE_PREBUILT_UI=OFF',
+  `-DGGML_CUDA=${cuda ? 'ON' : 'OFF'}`,
 ];
 
 /** Builds the given llama.cpp targets (e.g. 'llama-batched-bench') and returns the directory of their binaries. */
