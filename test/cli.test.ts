@@ -114,6 +114,11 @@ t.test('config: values with their sources; an invalid layer exits 2 naming it', 
   t.same(json['server.port'], { value: 9000, source: 'flag' });
   t.same(json['engine.queue_length'], { value: 5, source: `user file ${path.join(home, 'config', 'pensieve', 'pensieve.toml')}` });
 
+  const secret = await pensieve(home, ['config'], { PENSIEVE_SERVER_API_KEYS: 'sk-very-secret-1234' });
+  t.match(secret.stdout, /api_keys = \[ "\*\*\*\*1234" \]/, 'a secret key is masked');
+  t.notMatch(secret.stdout, /very-secret/);
+  const shown = await pensieve(home, ['config', '--show-secrets'], { PENSIEVE_SERVER_API_KEYS: 'sk-very-secret-1234' });
+  t.match(shown.stdout, /api_keys = \[ "sk-very-secret-1234" \]/, '--show-secrets prints it');
   const bad = await pensieve(home, ['config', '--config', path.join(home, 'bad.toml')]);
   t.equal(bad.code, 2);
   t.match(bad.stderr, /bad\.toml: engine\.slots must be an integer/);

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { stringify } from 'smol-toml';
 import { defaultConfigFile, userConfigFile, type PensieveConfig } from '../config.js';
+import { DEFAULT_API_KEY } from '../server/exposure.js';
 import { ExitCode } from './errors.js';
 import { help, loadWithFlags, SERVER_FLAGS_HELP, SERVER_OPTIONS } from './shared.js';
 
@@ -15,6 +16,8 @@ or flag. The flags are start's, so that this shows what \`pensieve start\` with 
 Options:
   --model REF      as for start
   --json           print {"key": {"value": ..., "source": ...}} instead
+  --show-secrets   print server.api_keys in full (by default only the last 4 characters
+                   of a key other than the built-in default are shown)
 ${SERVER_FLAGS_HELP}
 
 Exit codes: 0 ok, 2 invalid config (the message names the key and where it came from).
@@ -40,13 +43,22 @@ function resolved(config: PensieveConfig, key: string): string | undefined {
   return undefined;
 }
 
+/** An API key as printed: the public default in full, a secret one by its last 4 characters only. */
+function maskedKey(key: string): string {
+  if (key === DEFAULT_API_KEY) return key;
+  return key.length > 8 ? `****${key.slice(-4)}` : '****';
+}
+
 export async function run(args: string[]): Promise<ExitCode> {
-  const { values } = parseArgs({ args, options: { ...SERVER_OPTIONS, model: { type: 'string' }, json: { type: 'boolean' } } });
+  const { values } = parseArgs({ args, options: {
+    ...SERVER_OPTIONS, model: { type: 'string' }, json: { type: 'boolean' }, 'show-secrets': { type: 'boolean' },
+  } });
   if (values.help) return help(USAGE);
   const { config, raw, sources } = loadWithFlags(values);
   const entries = leaves(raw as unknown as Table).map(([section, key, value]) => {
     const dotted = [...section, key].join('.');
-    return { section: section.join('.'), key, dotted, value, source: sources[dotted] };
+    const secret = dotted === 'server.api_keys' && !values['show-secrets'];
+    return { section: section.join('.'), key, dotted, value: secret ? (value as string[]).map(maskedKey) : value, source: sources[dotted] };
   });
 
   if (values.json) {
