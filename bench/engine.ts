@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { Engine } from '../src/engine/engine.js';
 import type { FinalStats } from '../src/engine/types.js';
 import { buildLlamaTools, llamaSourceDir, repoRoot } from './llama-tools.js';
-import { positiveInt } from './options.js';
+import { nonNegativeInt, positiveInt } from './options.js';
 
 const BATCH = 512; // -b and -ub for llama.cpp; batchSize, ubatchSize and stepTokenBudget for Pensieve
 const TARGETS = { singleDecode: 0.97, aggregateAt8: 1.0 };
@@ -67,7 +67,7 @@ function parseOptions(): Options {
     flashAttention,
     parallel: [...new Set(parallel)].sort((a, b) => a - b),
     repeats: positiveInt('repeats', values.repeats, 3),
-    gpuLayers: values['gpu-layers'] === '0' ? 0 : positiveInt('gpu-layers', values['gpu-layers'], 0),
+    gpuLayers: nonNegativeInt('gpu-layers', values['gpu-layers'], 0),
   };
 }
 
@@ -233,9 +233,12 @@ function cpuTicks(): { machine: number; ours: number } {
 /**
  * Runs a measurement and checks how many cores other processes kept busy meanwhile: on 2 cores even a
  * short burst of outside load stalls the compute threads at every barrier, so such measurements are redone.
+ * Load that fits on the cores left idle by our `threads` compute threads (keeping one for the process's
+ * other threads) disturbs nothing.
  */
-async function undisturbed<T>(what: string, measure: () => T | Promise<T>): Promise<T> {
+async function undisturbed<T>(what: string, threads: number, measure: () => T | Promise<T>): Promise<T> {
   const ticksPerSecond = 100; // USER_HZ on Linux
+  const maxOtherLoad = 0.05 + Math.max(0, availableParallelism() - threads - 1); // cores, averaged over the measurement
   for (let attempt = 1; ; attempt++) {
     const before = cpuTicks();
     const t0 = performance.now();
@@ -251,9 +254,6 @@ async function undisturbed<T>(what: string, measure: () => T | Promise<T>): Prom
   }
 }
 
-// Cores other processes may keep busy, averaged over one measurement: load that fits on the cores our
-// threads leave idle does not disturb them.
-let maxOtherLoad = 0.05;
 const disturbed: string[] = [];
 const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
 
@@ -290,7 +290,6 @@ function machine(o: Options): string {
 
 async function main(): Promise<void> {
   const o = parseOptions();
-  maxOtherLoad = 0.05 + Math.max(0, availableParallelism() - o.threads - 1);
   const bin = buildLlamaTools(['llama-batched-bench']);
 
   log('warming up llama.cpp');
@@ -306,8 +305,8 @@ async function main(): Promise<void> {
       for (const [i, n] of o.parallel.entries()) {
         const what = `${n} seq${n > 1 ? 's' : ''}, repeat ${r + 1}/${o.repeats}`;
         log(what);
-        runs.llama[i].push(await undisturbed(`llama.cpp, ${what}`, () => runLlama(bin, o, n)));
-        runs.ours[i].push(await undisturbed(`pensieve, ${what}`, () => pensieve.measure(n)));
+        runs.llama[i].push(await undisturbed(`llama.cpp, ${what}`, o.threads, () => runLlama(bin, o, n)));
+        runs.ours[i].push(await undisturbed(`pensieve, ${what}`, o.threads, () => pensieve.measure(n)));
       }
     }
   } finally {
@@ -327,7 +326,7 @@ async function main(): Promise<void> {
   const out: string[] = [];
   out.push(`model: ${o.model}`);
   out.push(`threads: ${o.threads}; prompt ${o.prefill} tokens; ${o.gen} generated tokens per sequence; batch/ubatch ${BATCH}; flash attention ${o.flashAttention}; gpu layers ${o.gpuLayers}; ` +
-    `KV: one stream per sequence, ${Math.max(...o.parallel)} x ${o.prefill + o.gen} cells; median of ${o.repeats}`);
+    `KV: one stream per sequence, ${Math.max(...o.parallel)} x ${cellsPerSequence(o)} cells; median of ${o.repeats}`);
   out.push(`machine: ${machine(o)}`);
   out.push('');
   out.push('| metric | llama.cpp | pensieve | ratio (pensieve / llama.cpp) |');

@@ -139,9 +139,10 @@ static llama_token argmax(const float* x, int32_t n) {
     if (x[i] > best) return (llama_token)(std::max_element(x + i, x + n) - x);
   }
   if (n < kBlock) return (llama_token)(std::max_element(x, x + n) - x);
-  for (int32_t i = bestBlock;; i++) {
+  for (int32_t i = bestBlock; i < bestBlock + kBlock; i++) {
     if (x[i] == best) return i;
   }
+  return (llama_token)(std::max_element(x, x + n) - x);  // only NaN rows get here (no block max was ever set)
 }
 
 llama_token SlotSampler::pick(float* logits, int32_t nVocab) {
