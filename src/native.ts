@@ -74,11 +74,17 @@ export interface SamplerOptions {
 export interface NativeContext {
   configureSampler(seq: number, options: SamplerOptions): void;
   /**
-   * One llama_decode over the first nTokens entries of the batch arrays, then one sampled token per
-   * entry of sampleAt[0..nSample) (batch indices) into sampled. Returns llama_decode's status, 0 on success.
+   * One llama_decode over the first nTokens entries of the batch arrays; sampleAt[0..nSample) are the batch
+   * indices to sample from afterwards (sample()). Returns llama_decode's status, 0 on success. When the
+   * whole model is on a GPU, it returns once the step is queued there.
    */
   decode(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, nTokens: number,
-    sampleAt: Int32Array, nSample: number, sampled: Int32Array): number;
+    sampleAt: Int32Array, nSample: number): number;
+  /**
+   * One token per index the last decode named, in its order, into sampled (waiting for the step to finish).
+   * Returns 0 on success.
+   */
+  sample(sampled: Int32Array): number;
   seqRemove(seq: number, p0: number, p1: number): boolean;
   seqCopy(src: number, dst: number, p0: number, p1: number): void;
   seqPosMax(seq: number): number;
@@ -86,7 +92,11 @@ export interface NativeContext {
   seqStateGet(seq: number): Buffer;
   /** Replaces the sequence's KV state; false, leaving it empty, when the data does not fit this context. */
   seqStateSet(seq: number, data: Uint8Array): boolean;
-  info(): { contextSize: number; batchSize: number; ubatchSize: number; sequences: number };
+  info(): {
+    contextSize: number; batchSize: number; ubatchSize: number; sequences: number;
+    /** Every layer runs on a GPU: decode then returns before the step is computed. */
+    wholeModelOnGpu: boolean;
+  };
   free(): void;
 }
 

@@ -6,9 +6,16 @@ import { complete, collect, slotsFreed, startEngine, testModels } from './helper
 
 const chat = (text: string): string => `<|im_start|>user\n${text}<|im_end|>\n<|im_start|>assistant\n`;
 
-for (const model of await testModels()) {
-  t.test(model.name, async (t) => {
-    const engine = await startEngine(model.path);
+// Steps overlap (a step's tokens are published while the next one computes) by default only when the whole
+// model is on a GPU; the generated model also runs the suite with them forced on, so CI covers that path.
+const suites = (await testModels()).flatMap((model, i) => [
+  { model, settings: {}, name: model.name },
+  ...(i === 0 ? [{ model, settings: { overlapSteps: true }, name: `${model.name}, steps overlapping` }] : []),
+]);
+
+for (const { model, settings, name } of suites) {
+  t.test(name, async (t) => {
+    const engine = await startEngine(model.path, settings);
     t.teardown(() => engine.close());
     const prompts = Array.from({ length: 8 }, (_, i) => engine.tokenize(chat(`Question ${i}: ${'why '.repeat(i * 3)}?`)));
 
@@ -119,7 +126,7 @@ for (const model of await testModels()) {
       const warm = await complete(engine, turn, { maxTokens: 12, ignoreEos: true });
       t.ok(warm.final.cachedPromptTokens >= base.length, `reused ${warm.final.cachedPromptTokens} of ${turn.length}`);
       // The same request on a fresh engine (nothing cached) must give the same tokens.
-      const cold = await startEngine(model.path);
+      const cold = await startEngine(model.path, settings);
       const coldTurn = await complete(cold, turn, { maxTokens: 12, ignoreEos: true });
       await cold.close();
       t.equal(coldTurn.final.cachedPromptTokens, 0);
@@ -130,7 +137,7 @@ for (const model of await testModels()) {
       const shared = engine.tokenize(chat(`Shared tools and instructions. ${'Tool definition line. '.repeat(80)}`)).subarray(0, -5);
       const prompts = Array.from({ length: 8 }, (_, i) =>
         Int32Array.from([...shared, ...engine.tokenize(`session ${i}: ${'more '.repeat(i)}<|im_end|>\n<|im_start|>assistant\n`)]));
-      const fresh = await startEngine(model.path, { slots: 8 });
+      const fresh = await startEngine(model.path, { ...settings, slots: 8 });
       const results = await Promise.all(prompts.map((p) => complete(fresh, p, { maxTokens: 8, ignoreEos: true })));
       const prefilled = fresh.status().prefilledTokens;
       await fresh.close();
@@ -139,12 +146,22 @@ for (const model of await testModels()) {
       const copied = results.map((r) => r.final.cachedPromptTokens).sort((a, b) => a - b);
       t.ok(copied[0] < shared.length && copied.slice(1).every((n) => n >= shared.length), `the followers copied the prefix (${copied})`);
       // One slot: each request alone; the first cold, the rest after it (the cache path checked above).
-      const alone = await startEngine(model.path, { slots: 1 });
+      const alone = await startEngine(model.path, { ...settings, slots: 1 });
       for (const [i, prompt] of prompts.entries()) {
         const single = await complete(alone, prompt, { maxTokens: 8, ignoreEos: true });
         t.same(results[i].tokens, single.tokens, `session ${i}: same tokens as served alone`);
       }
       await alone.close();
+    });
+
+    t.test('overlapping steps or not, the same tokens and text', async (t) => {
+      const other = await startEngine(model.path, { ...settings, overlapSteps: !settings.overlapSteps });
+      const params = (i: number) => ({ maxTokens: 20 + i, ignoreEos: true, ...(i % 3 === 1 ? { temperature: 0.8, seed: i } : {}) });
+      const ours = await Promise.all(prompts.map((p, i) => complete(engine, p, params(i))));
+      const theirs = await Promise.all(prompts.map((p, i) => complete(other, p, params(i))));
+      await other.close();
+      t.same(ours.map((r) => r.tokens), theirs.map((r) => r.tokens));
+      t.same(ours.map((r) => r.text), theirs.map((r) => r.text));
     });
 
     t.test('a prompt longer than a slot is refused before queueing', async (t) => {

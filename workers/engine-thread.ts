@@ -159,6 +159,33 @@ const sampleAt = new Int32Array(settings.slots);
 const sampled = new Int32Array(settings.slots);
 const sampledFor: Sequence[] = new Array(settings.slots);
 
+/**
+ * Whether a step's tokens are published (text, stop sequences, rings) while the next step computes. Only
+ * worth it when llama_decode returns before the step is done (the whole model on a GPU); elsewhere it would
+ * only hold every token back by one step.
+ */
+const overlapSteps = settings.overlapSteps ?? context.info().wholeModelOnGpu;
+
+/** Tokens taken from a step and not yet published: two lists, one filling while the other is published. */
+class TakenTokens {
+  readonly seqs: Sequence[] = new Array(settings.slots);
+  readonly tokens = new Int32Array(settings.slots);
+  count = 0;
+
+  add(seq: Sequence, token: number): void {
+    this.seqs[this.count] = seq;
+    this.tokens[this.count++] = token;
+  }
+
+  publishAll(): void {
+    for (let i = 0; i < this.count; i++) publish(this.seqs[i], this.tokens[i]);
+    this.seqs.fill(undefined as unknown as Sequence, 0, this.count);
+    this.count = 0;
+  }
+}
+let unpublished = new TakenTokens();
+let spareTokens = new TakenTokens();
+
 const nothing = new Uint8Array(0);
 
 /** Records written since the output bell last rang, and whether one of them must go out at once. */
@@ -253,10 +280,22 @@ function heldTokens(seq: Sequence): Int32Array {
   return held;
 }
 
-function onToken(seq: Sequence, token: number): void {
+/** Takes a sampled token: the next step needs it (and the count) before its text is published. */
+function take(seq: Sequence, token: number): void {
   seq.generated++;
   seq.output.push(token);
+  seq.lastToken = token;
   if (seq.generated === 1) seq.firstTokenAt = now();
+}
+
+/** Whether a taken token ends its sequence whatever its text. */
+function endsSequence(seq: Sequence, token: number): boolean {
+  return endOfGeneration.has(token) || seq.generated >= seq.maxTokens;
+}
+
+/** Writes a taken token's text into the ring, and ends the sequence on its end token, a stop sequence or max_tokens. */
+function publish(seq: Sequence, token: number): void {
+  if (seq.done) return; // cancelled, or ended by a stop sequence, while the token was waiting
   if (endOfGeneration.has(token)) return finish(seq, 'end_turn');
   const chunk = seq.text.push(pieceOf(seq, token));
   if (chunk.stopIndex >= 0) {
@@ -264,7 +303,6 @@ function onToken(seq: Sequence, token: number): void {
     return finish(seq, 'stop_sequence', chunk.stopIndex);
   }
   emit(seq, { token, text: encoder.encode(chunk.text) });
-  seq.lastToken = token;
   if (seq.generated >= seq.maxTokens) finish(seq, 'max_tokens');
 }
 
@@ -348,7 +386,8 @@ function withoutSequence(plan: StepPlan, id: number): StepPlan {
   return { ...plan, copies, prefill, decode, tokens: decode.length + prefill.reduce((n, p) => n + p.count, 0) };
 }
 
-function runStep(plan: StepPlan): void {
+/** Starts a step: one llama_decode over the plan's tokens. Returns the tokens it will sample, -1 when refused. */
+function launchStep(plan: StepPlan): number {
   for (const { id, slot, cached } of plan.admitted) {
     const seq = sequences.get(id)!;
     seq.slot = slot;
@@ -395,21 +434,54 @@ function runStep(plan: StepPlan): void {
       sampledFor[nSample++] = seq;
     }
   }
-  if (n === 0) return;
-  const result = context.decode(batchTokens, batchPositions, batchSeqIds, n, sampleAt, nSample, sampled);
-  if (result !== 0) {
-    // llama.cpp could not place the batch (no KV room, or aborted): fail the sequences in it, keep serving.
-    for (const entry of [...plan.decode, ...plan.prefill]) {
-      const seq = sequences.get(entry.id);
-      if (seq) finish(seq, 'error');
-    }
-    return;
+  sampledFor.fill(undefined as unknown as Sequence, nSample);
+  if (n === 0) return 0;
+  if (context.decode(batchTokens, batchPositions, batchSeqIds, n, sampleAt, nSample) !== 0) {
+    failStep(plan); // llama.cpp could not place the batch (no KV room, or aborted)
+    return -1;
   }
   scheduler.commit(plan);
   countStep(plan);
   for (const { id } of plan.decode) sequences.get(id)!.computed++;
   for (const chunk of plan.prefill) sequences.get(chunk.id)!.computed = chunk.start + chunk.count;
-  for (let i = 0; i < nSample; i++) onToken(sampledFor[i], sampled[i]);
+  return nSample;
+}
+
+/**
+ * Waits for the launched step and takes its tokens. A token that ends its sequence is published at once (so
+ * the sequence is not in the next step); the others go to `into`, to be published after the next launch.
+ */
+function takeStep(plan: StepPlan, count: number, into: TakenTokens): void {
+  if (count <= 0) return;
+  if (context.sample(sampled) !== 0) return failStep(plan);
+  for (let i = 0; i < count; i++) {
+    const seq = sampledFor[i];
+    if (seq.done) continue; // ended (by a stop sequence) while this step computed: the token is not its
+    take(seq, sampled[i]);
+    if (overlapSteps && !endsSequence(seq, sampled[i])) into.add(seq, sampled[i]);
+    else publish(seq, sampled[i]);
+  }
+}
+
+/** Ends the sequences of a step that failed; the engine keeps serving the others. */
+function failStep(plan: StepPlan): void {
+  for (const entry of [...plan.decode, ...plan.prefill]) {
+    const seq = sequences.get(entry.id);
+    if (seq) finish(seq, 'error');
+  }
+}
+
+/**
+ * Runs a step. With overlapping steps, the previous step's tokens are published while this one computes;
+ * this step's tokens then wait for the next.
+ */
+function runStep(plan: StepPlan): void {
+  const toSample = launchStep(plan);
+  const earlier = unpublished;
+  unpublished = spareTokens;
+  spareTokens = earlier;
+  earlier.publishAll();
+  takeStep(plan, toSample, unpublished);
 }
 
 function publishStatus(): void {
@@ -431,6 +503,7 @@ function loop(): void {
     const plan = scheduler.plan();
     publishStatus();
     if (plan.tokens === 0) {
+      unpublished.publishAll();
       announce(true);
       // Idle: save a cached prefix to disk (one at a time, so that a new request waits for one save at most).
       if (sequences.size === 0 && persistOne()) continue;
@@ -444,6 +517,7 @@ function loop(): void {
 
 post({ type: 'ready', model: model.info(), context: context.info() });
 loop();
+unpublished.publishAll();
 for (const seq of sequences.values()) finish(seq, 'cancelled');
 announce(true);
 while (persistOne());

@@ -7,6 +7,7 @@ Napi::Function Context::Define(Napi::Env env) {
   return DefineClass(env, "Context", {
     InstanceMethod<&Context::Configure>("configureSampler"),
     InstanceMethod<&Context::Decode>("decode"),
+    InstanceMethod<&Context::Sample>("sample"),
     InstanceMethod<&Context::SeqRemove>("seqRemove"),
     InstanceMethod<&Context::SeqCopy>("seqCopy"),
     InstanceMethod<&Context::SeqPosMax>("seqPosMax"),
@@ -16,6 +17,20 @@ Napi::Function Context::Define(Napi::Env env) {
     InstanceMethod<&Context::Free>("free"),
   });
 }
+
+static llama_sampler* newGreedyChain() {
+  llama_sampler* chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+  llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+  return chain;
+}
+
+void Context::freeGreedyChains() {
+  for (llama_sampler* chain : greedyChains_) llama_sampler_free(chain);  // null-safe
+  greedyChains_.clear();
+}
+
+// sample's status when llama.cpp gave no token for a sequence sampled inside the graph (never expected).
+static constexpr int32_t kNothingSampled = -100;
 
 static uint32_t optU32(const Napi::Object& o, const char* key, uint32_t fallback) {
   return o.Has(key) && o.Get(key).IsNumber() ? o.Get(key).ToNumber().Uint32Value() : fallback;
@@ -43,8 +58,25 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
   params.kv_unified = opts.Has("kvUnified") && opts.Get("kvUnified").ToBoolean();
   if (opts.Has("flashAttention")) params.flash_attn_type = (llama_flash_attn_type)opts.Get("flashAttention").ToNumber().Int32Value();
   params.no_perf = true;
+  // Every sequence starts with a greedy chain attached: attaching or detaching one later makes llama.cpp
+  // re-plan its graphs at the next decode, so that happens only when a sequence switches sampling mode.
+  gpuGreedy_ = model->outputOnGpu();
+  wholeModelOnGpu_ = model->wholeModelOnGpu();
+  std::vector<llama_sampler_seq_config> chains;
+  if (gpuGreedy_) {
+    greedyChains_.resize(params.n_seq_max);
+    for (uint32_t seq = 0; seq < params.n_seq_max; seq++) {
+      greedyChains_[seq] = newGreedyChain();
+      chains.push_back({(llama_seq_id)seq, greedyChains_[seq]});
+    }
+    params.samplers = chains.data();
+    params.n_samplers = chains.size();
+  }
   ctx_ = llama_init_from_model(model->get(), params);
-  if (!ctx_) NAPI_THROW_VOID(Napi::Error::New(env, "failed to create the llama.cpp context"));
+  if (!ctx_) {
+    freeGreedyChains();
+    NAPI_THROW_VOID(Napi::Error::New(env, "failed to create the llama.cpp context"));
+  }
 
   batchCapacity_ = (int32_t)params.n_batch;
   batch_ = llama_batch_init(batchCapacity_, 0, 1);
@@ -60,6 +92,7 @@ void Context::release() {
   llama_batch_free(batch_);
   llama_free(ctx_);
   ctx_ = nullptr;
+  freeGreedyChains();
   samplers_.clear();
   modelRef_.Reset();
 }
@@ -97,13 +130,22 @@ Napi::Value Context::Configure(const Napi::CallbackInfo& info) {
   } catch (const std::exception& e) {
     NAPI_THROW(Napi::Error::New(env, e.what()), env.Undefined());
   }
+  // A chain is initialized for the backend once (when attached), so each attachment gets a new one.
+  const bool onGpu = gpuGreedy_ && p.temperature <= 0 && p.banned.empty() && g.grammar.empty();
+  if (gpuGreedy_ && onGpu != (greedyChains_[seq] != nullptr)) {
+    llama_sampler* chain = onGpu ? newGreedyChain() : nullptr;
+    llama_set_sampler(ctx_, (llama_seq_id)seq, chain);
+    if (greedyChains_[seq]) llama_sampler_free(greedyChains_[seq]);
+    greedyChains_[seq] = chain;
+  }
   return env.Undefined();
 }
 
-// decode(tokens, positions, seqIds, nTokens, sampleAt, nSample, sampled): number
-// Runs one llama_decode over the first nTokens entries, then samples one token for each of the first
-// nSample batch indices in sampleAt (with the sampler of that entry's sequence) into sampled.
-// Returns llama_decode's status (0 on success). Typed arrays are the caller's, reused every step.
+// decode(tokens, positions, seqIds, nTokens, sampleAt, nSample): number
+// Runs one llama_decode over the first nTokens entries; the first nSample batch indices in sampleAt are the
+// entries to sample from, afterwards, with sample(). Returns llama_decode's status (0 on success). With the
+// whole model on a GPU this returns once the step is queued there; sample() waits for it. Typed arrays are
+// the caller's, reused every step.
 Napi::Value Context::Decode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
@@ -113,12 +155,12 @@ Napi::Value Context::Decode(const Napi::CallbackInfo& info) {
   const int32_t nTokens = info[3].ToNumber().Int32Value();
   auto sampleAt = info[4].As<Napi::Int32Array>();
   const int32_t nSample = info[5].ToNumber().Int32Value();
-  auto sampled = info[6].As<Napi::Int32Array>();
   if (nTokens <= 0 || nTokens > batchCapacity_ || (size_t)nTokens > tokens.ElementLength() ||
       (size_t)nTokens > positions.ElementLength() || (size_t)nTokens > seqIds.ElementLength() || nSample < 0 ||
-      (size_t)nSample > sampleAt.ElementLength() || (size_t)nSample > sampled.ElementLength()) {
+      (size_t)nSample > sampleAt.ElementLength()) {
     NAPI_THROW(Napi::RangeError::New(env, "decode: bad batch sizes"), env.Undefined());
   }
+  outputs_.clear();
   batch_.n_tokens = nTokens;
   for (int32_t i = 0; i < nTokens; i++) {
     const int32_t seq = seqIds[i];
@@ -135,11 +177,25 @@ Napi::Value Context::Decode(const Napi::CallbackInfo& info) {
     batch_.logits[at] = 1;
   }
   const int32_t status = llama_decode(ctx_, batch_);
-  if (status != 0) return Napi::Number::New(env, status);
-  for (int32_t j = 0; j < nSample; j++) {
-    float* logits = llama_get_logits_ith(ctx_, sampleAt[j]);
-    sampled[j] = samplers_[batch_.seq_id[sampleAt[j]][0]].sample(logits, nVocab_);
+  if (status == 0) outputs_.assign(sampleAt.Data(), sampleAt.Data() + nSample);
+  return Napi::Number::New(env, status);
+}
+
+// sample(sampled): number. Samples one token for each entry the last decode named, in its order, into sampled
+// (with the sampler of that entry's sequence). Returns 0, or kNothingSampled.
+Napi::Value Context::Sample(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
+  auto sampled = info[0].As<Napi::Int32Array>();
+  if (outputs_.size() > sampled.ElementLength()) NAPI_THROW(Napi::RangeError::New(env, "sample: array too short"), env.Undefined());
+  for (size_t j = 0; j < outputs_.size(); j++) {
+    const int32_t at = outputs_[j];
+    const llama_seq_id seq = batch_.seq_id[at][0];
+    sampled[j] = greedyOnGpu(seq) ? llama_get_sampled_token_ith(ctx_, at)
+                                   : samplers_[seq].sample(llama_get_logits_ith(ctx_, at), nVocab_);
+    if (sampled[j] == LLAMA_TOKEN_NULL) return Napi::Number::New(env, kNothingSampled);
   }
+  outputs_.clear();
   return Napi::Number::New(env, 0);
 }
 
@@ -177,6 +233,7 @@ Napi::Value Context::Info(const Napi::CallbackInfo& info) {
   o.Set("batchSize", llama_n_batch(ctx_));
   o.Set("ubatchSize", llama_n_ubatch(ctx_));
   o.Set("sequences", llama_n_seq_max(ctx_));
+  o.Set("wholeModelOnGpu", wholeModelOnGpu_);
   return o;
 }
 

@@ -15,6 +15,7 @@ class Context : public Napi::ObjectWrap<Context> {
  private:
   Napi::Value Configure(const Napi::CallbackInfo& info);
   Napi::Value Decode(const Napi::CallbackInfo& info);
+  Napi::Value Sample(const Napi::CallbackInfo& info);
   Napi::Value SeqRemove(const Napi::CallbackInfo& info);
   Napi::Value SeqCopy(const Napi::CallbackInfo& info);
   Napi::Value SeqPosMax(const Napi::CallbackInfo& info);
@@ -32,4 +33,13 @@ class Context : public Napi::ObjectWrap<Context> {
   const llama_vocab* vocab_ = nullptr;
   int32_t nVocab_ = 0;
   std::vector<SlotSampler> samplers_;  // one per sequence id
+  std::vector<int32_t> outputs_;       // batch indices the last decode computed logits for, until sampled
+  bool wholeModelOnGpu_ = false;       // llama_decode then only queues the step (it runs asynchronously)
+  // Greedy sampling inside the decode graph (an argmax on the GPU, so the logits stay there), when the output
+  // layer runs on a GPU; on the CPU, ggml's argmax is single-threaded and slower than our own. Per sequence:
+  // the llama.cpp greedy chain attached while that sequence samples greedily, else null.
+  bool gpuGreedy_ = false;
+  std::vector<llama_sampler*> greedyChains_;
+  bool greedyOnGpu(llama_seq_id seq) const { return gpuGreedy_ && greedyChains_[seq] != nullptr; }
+  void freeGreedyChains();
 };

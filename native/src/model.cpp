@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include "ggml-backend.h"
+
 #include <string>
 #include <vector>
 #include <algorithm>
@@ -23,6 +25,7 @@ Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
   llama_model_params params = llama_model_default_params();
   params.vocab_only = opts.Has("vocabOnly") && opts.Get("vocabOnly").ToBoolean();
   if (opts.Has("gpuLayers")) params.n_gpu_layers = opts.Get("gpuLayers").ToNumber().Int32Value();
+  gpuLayers_ = params.n_gpu_layers;
   model_ = llama_model_load_from_file(path.c_str(), params);
   if (!model_) {
     Napi::Error::New(env, "failed to load model from " + path).ThrowAsJavaScriptException();
@@ -33,6 +36,21 @@ Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
 
 Model::~Model() {
   if (model_) llama_model_free(model_);
+}
+
+// llama.cpp places the output layer on the first GPU whenever it offloads any layer (and there is a GPU).
+bool Model::outputOnGpu() const {
+  if (!model_ || gpuLayers_ == 0) return false;
+  for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+    const enum ggml_backend_dev_type type = ggml_backend_dev_type(ggml_backend_dev_get(i));
+    if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) return true;
+  }
+  return false;
+}
+
+// llama.cpp offloads the last n_gpu_layers layers, the output layer counting as one more (negative: all).
+bool Model::wholeModelOnGpu() const {
+  return outputOnGpu() && (gpuLayers_ < 0 || gpuLayers_ > llama_model_n_layer(model_));
 }
 
 void Model::ensureLoaded(Napi::Env env) const {

@@ -11,6 +11,10 @@ class Model : public Napi::ObjectWrap<Model> {
 
   llama_model* get() const { return model_; }
   const llama_vocab* vocab() const { return vocab_; }
+  /** Whether the output layer (the logits) is computed on a GPU. */
+  bool outputOnGpu() const;
+  /** Whether every layer runs on a GPU. */
+  bool wholeModelOnGpu() const;
 
  private:
   Napi::Value Tokenize(const Napi::CallbackInfo& info);
@@ -24,4 +28,5 @@ class Model : public Napi::ObjectWrap<Model> {
 
   llama_model* model_ = nullptr;
   const llama_vocab* vocab_ = nullptr;
+  int32_t gpuLayers_ = 0;
 };

@@ -67,6 +67,12 @@ export interface EngineSettings {
   streamIntervalMs: number;
   /** llama.cpp's flash attention (see config/pensieve.toml: off keeps cached output identical to cold). */
   flashAttention: 'off' | 'on' | 'auto';
+  /**
+   * Publish a step's tokens (text, stop sequences, rings) while the next step computes. Absent: when the whole
+   * model runs on a GPU, where llama_decode returns before the step is done (on the CPU it would only hold each
+   * token back by one step).
+   */
+  overlapSteps?: boolean;
   /** Where cached prefixes are kept across restarts, and the most bytes they may take; absent: not kept. */
   promptCache?: { folder: string; maxBytes: number };
 }
