@@ -78,7 +78,13 @@ const context: NativeContext = new addon.Context(model, {
 const pieces = model.tokenPieces();
 const eogTokens = model.info().eogTokens;
 const endOfGeneration = new Set(eogTokens);
-const prefixCache = new SlotPrefixCache(settings.slots);
+/**
+ * Shorter prefixes are computed rather than copied from another slot (a copy moves the donor's whole KV
+ * stream: llama.cpp copies streams whole) or from disk, are not saved to disk, and do not outweigh a gap
+ * between busy slots when a request is placed (see prefix-cache.ts).
+ */
+const MIN_SHARED_TOKENS = 256;
+const prefixCache = new SlotPrefixCache(settings.slots, MIN_SHARED_TOKENS);
 const scheduler = new Scheduler({
   slots: settings.slots,
   stepTokenBudget: settings.stepTokenBudget,
@@ -86,11 +92,6 @@ const scheduler = new Scheduler({
   place: (request, freeSlots, running) => place(sequences.get(request.id)!.prompt, freeSlots, running),
 });
 
-/**
- * Shorter prefixes are computed rather than copied from another slot (a copy moves the donor's whole KV
- * stream: llama.cpp copies streams whole) or from disk, and are not saved to disk.
- */
-const MIN_SHARED_TOKENS = 256;
 
 const promptStore = settings.promptCache
   ? new PromptStore(settings.promptCache.folder, modelFingerprint(settings.modelPath), settings.promptCache.maxBytes, log)
