@@ -92,7 +92,6 @@ const scheduler = new Scheduler({
   place: (request, freeSlots, running) => place(sequences.get(request.id)!.prompt, freeSlots, running),
 });
 
-
 const promptStore = settings.promptCache
   ? new PromptStore(settings.promptCache.folder, modelFingerprint(settings.modelPath), settings.promptCache.maxBytes, log)
   : undefined;
@@ -132,17 +131,33 @@ function restore(entry: Parameters<PromptStore['load']>[0], slot: number): boole
 }
 
 /** Saves one free slot's prefix that is not on disk yet; false when there was none to save. */
-function persistOne(): boolean {
-  if (!promptStore) return false;
+/** A free slot holding a prefix worth saving that is not on disk yet; -1 when there is none. */
+function unsavedSlot(): number {
+  if (!promptStore) return -1;
   for (let slot = 0; slot < settings.slots; slot++) {
     const held = prefixCache.heldBy(slot);
-    if (persisted[slot] === held || held.length < MIN_SHARED_TOKENS || scheduler.isBusy(slot)) continue;
-    persisted[slot] = held;
-    promptStore.save(held, context.seqStateGet(slot), slot, settings.slots);
-    return true;
+    if (persisted[slot] !== held && held.length >= MIN_SHARED_TOKENS && !scheduler.isBusy(slot)) return slot;
   }
-  return false;
+  return -1;
 }
+
+/** Saves one free slot's prefix that is not on disk yet; false when there was none to save. */
+function persistOne(): boolean {
+  const slot = unsavedSlot();
+  if (slot < 0) return false;
+  const held = prefixCache.heldBy(slot);
+  persisted[slot] = held;
+  promptStore!.save(held, context.seqStateGet(slot), slot, settings.slots);
+  return true;
+}
+
+/**
+ * How long the engine stays idle before it saves a prefix: a save holds the engine thread (for a long prompt
+ * of a large model, seconds), and a client's next turn often comes right after the last one ended.
+ */
+const PERSIST_AFTER_IDLE_MS = 1000;
+/** When the engine last ran a step. */
+let lastStepAt = 0;
 const doorbell = new Int32Array(doorbellBuffer);
 const outputBell = new Int32Array(outputBellBuffer);
 const status = new Int32Array(statusBuffer, 0, STATUS_WORDS);
@@ -506,12 +521,19 @@ function loop(): void {
     if (plan.tokens === 0) {
       unpublished.publishAll();
       announce(true);
-      // Idle: save a cached prefix to disk (one at a time, so that a new request waits for one save at most).
-      if (sequences.size === 0 && persistOne()) continue;
+      // Idle for a while: save a cached prefix to disk (one at a time, so that a new request waits for one
+      // save at most).
+      if (sequences.size === 0 && unsavedSlot() >= 0) {
+        const wait = lastStepAt + PERSIST_AFTER_IDLE_MS - now();
+        if (wait <= 0) persistOne();
+        else Atomics.wait(doorbell, 0, bell, wait);
+        continue;
+      }
       Atomics.wait(doorbell, 0, bell);
       continue;
     }
     runStep(plan);
+    lastStepAt = now();
     announce(false);
   }
 }
