@@ -54,7 +54,8 @@ export function modelFingerprint(modelPath: string): string {
 // two words and the one non-empty stream: it then loads into a context with any number of slots.
 const PREAMBLE = 8;
 
-function packState(state: Buffer, slot: number, slots: number): Buffer | undefined {
+/** The packed state as views into `state` (no copy: it can be hundreds of MB), or undefined when not a slot's. */
+function packState(state: Buffer, slot: number, slots: number): Buffer[] | undefined {
   const words = (at: number): number => state.readUInt32LE(at);
   if (state.length < PREAMBLE + 4 + slots * 4 || words(PREAMBLE) !== slots) return undefined;
   const start = PREAMBLE + 4 + slot * 4;
@@ -62,7 +63,7 @@ function packState(state: Buffer, slot: number, slots: number): Buffer | undefin
   for (let i = 0; i < slot; i++) if (words(PREAMBLE + 4 + i * 4) !== 0) return undefined;
   for (let at = end; at < state.length; at += 4) if (words(at) !== 0) return undefined;
   if (words(start) === 0) return undefined;
-  return Buffer.concat([state.subarray(0, PREAMBLE), state.subarray(start, end)]);
+  return [state.subarray(0, PREAMBLE), state.subarray(start, end)];
 }
 
 export class PromptStore {
@@ -104,8 +105,11 @@ export class PromptStore {
       return;
     }
     const tokenBytes = Buffer.from(tokens.buffer, tokens.byteOffset, tokens.byteLength);
-    const sha256 = createHash('sha256').update(tokenBytes).update(packed).digest('hex');
-    const header = Buffer.from(JSON.stringify({ tokens: tokens.length, stateBytes: packed.length, sha256 } satisfies Header));
+    const stateBytes = packed.reduce((n, part) => n + part.length, 0);
+    const hash = createHash('sha256').update(tokenBytes);
+    for (const part of packed) hash.update(part);
+    const sha256 = hash.digest('hex');
+    const header = Buffer.from(JSON.stringify({ tokens: tokens.length, stateBytes, sha256 } satisfies Header));
     const length = Buffer.alloc(4);
     length.writeUInt32LE(header.length);
     const file = join(this.dir, `${createHash('sha256').update(tokenBytes).digest('hex').slice(0, 32)}${SUFFIX}`);
@@ -113,7 +117,7 @@ export class PromptStore {
     try {
       const fd = openSync(temporary, 'w');
       try {
-        for (const part of [MAGIC, length, header, tokenBytes, packed]) writeSync(fd, part);
+        for (const part of [MAGIC, length, header, tokenBytes, ...packed]) writeSync(fd, part);
       } finally {
         closeSync(fd);
       }
@@ -123,7 +127,7 @@ export class PromptStore {
       this.log(`prompt cache: could not save ${file}: ${(err as Error).message}`);
       return;
     }
-    const bytes = MAGIC.length + 4 + header.length + tokenBytes.length + packed.length;
+    const bytes = MAGIC.length + 4 + header.length + tokenBytes.length + stateBytes;
     this.entries.set(file, { file, tokens: tokens.slice(), bytes, lastUsed: Date.now() });
     for (const entry of [...this.entries.values()]) {
       if (entry.file !== file && entry.tokens.length <= tokens.length && commonPrefixLength(entry.tokens, tokens) === entry.tokens.length) {
