@@ -130,7 +130,6 @@ function restore(entry: Parameters<PromptStore['load']>[0], slot: number): boole
   return false;
 }
 
-/** Saves one free slot's prefix that is not on disk yet; false when there was none to save. */
 /** A free slot holding a prefix worth saving that is not on disk yet; -1 when there is none. */
 function unsavedSlot(): number {
   if (!promptStore) return -1;
@@ -158,6 +157,7 @@ function persistOne(): boolean {
 const PERSIST_AFTER_IDLE_MS = 1000;
 /** When the engine last ran a step. */
 let lastStepAt = 0;
+
 const doorbell = new Int32Array(doorbellBuffer);
 const outputBell = new Int32Array(outputBellBuffer);
 const status = new Int32Array(statusBuffer, 0, STATUS_WORDS);

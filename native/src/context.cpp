@@ -60,10 +60,9 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
   params.no_perf = true;
   // Every sequence starts with a greedy chain attached: attaching or detaching one later makes llama.cpp
   // re-plan its graphs at the next decode, so that happens only when a sequence switches sampling mode.
-  gpuGreedy_ = model->outputOnGpu();
   wholeModelOnGpu_ = model->wholeModelOnGpu();
   std::vector<llama_sampler_seq_config> chains;
-  if (gpuGreedy_) {
+  if (model->outputOnGpu()) {
     greedyChains_.resize(params.n_seq_max);
     for (uint32_t seq = 0; seq < params.n_seq_max; seq++) {
       greedyChains_[seq] = newGreedyChain();
@@ -131,8 +130,8 @@ Napi::Value Context::Configure(const Napi::CallbackInfo& info) {
     NAPI_THROW(Napi::Error::New(env, e.what()), env.Undefined());
   }
   // A chain is initialized for the backend once (when attached), so each attachment gets a new one.
-  const bool onGpu = gpuGreedy_ && p.temperature <= 0 && p.banned.empty() && g.grammar.empty();
-  if (gpuGreedy_ && onGpu != (greedyChains_[seq] != nullptr)) {
+  const bool onGpu = p.temperature <= 0 && p.banned.empty() && g.grammar.empty();
+  if (!greedyChains_.empty() && onGpu != (greedyChains_[seq] != nullptr)) {
     llama_sampler* chain = onGpu ? newGreedyChain() : nullptr;
     llama_set_sampler(ctx_, (llama_seq_id)seq, chain);
     if (greedyChains_[seq]) llama_sampler_free(greedyChains_[seq]);

@@ -37,9 +37,8 @@ class Context : public Napi::ObjectWrap<Context> {
   bool wholeModelOnGpu_ = false;       // llama_decode then only queues the step (it runs asynchronously)
   // Greedy sampling inside the decode graph (an argmax on the GPU, so the logits stay there), when the output
   // layer runs on a GPU; on the CPU, ggml's argmax is single-threaded and slower than our own. Per sequence:
-  // the llama.cpp greedy chain attached while that sequence samples greedily, else null.
-  bool gpuGreedy_ = false;
+  // the llama.cpp greedy chain attached while that sequence samples greedily, else null (empty: not on a GPU).
   std::vector<llama_sampler*> greedyChains_;
-  bool greedyOnGpu(llama_seq_id seq) const { return gpuGreedy_ && greedyChains_[seq] != nullptr; }
+  bool greedyOnGpu(llama_seq_id seq) const { return !greedyChains_.empty() && greedyChains_[seq] != nullptr; }
   void freeGreedyChains();
 };
