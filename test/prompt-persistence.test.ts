@@ -71,3 +71,15 @@ t.test('a corrupt file is discarded, logged, and the request served cold', async
   t.ok(now === undefined || !now.equals(bytes), 'the corrupt file is gone (a sound copy may have been saved since)');
   t.match(logged, [/discarding .*checksum mismatch/], 'and the reason is logged');
 });
+
+t.test('a prefix is saved only once the engine has been idle for a while, not as soon as a request ends', async (t) => {
+  // A save holds the engine thread, and a client's next turn often comes right after the last one ended.
+  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const engine = await startEngine(modelPath, settings(folder));
+  t.teardown(() => engine.close());
+  await complete(engine, engine.tokenize(long('Idle save')), { maxTokens: 4, ignoreEos: true });
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(savedFiles(folder).length, 0, 'not saved 300 ms after the request ended');
+  for (let i = 0; i < 150 && savedFiles(folder).length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+  t.equal(savedFiles(folder).length, 1, 'saved once idle for a second');
+});
