@@ -22,7 +22,7 @@ function fakeEngineRun(scheduler: Scheduler, gen: Map<number, number>, maxSteps 
 }
 
 t.test('admits first come first served into free slots and reuses freed slots', async (t) => {
-  const s = new Scheduler({ slots: 2, stepTokenBudget: 64, queueLength: 8 });
+  const s = new Scheduler({ slots: 2, stepTokenBudget: 64, queueLength: 8, fillCompletingSteps: true });
   for (const id of [1, 2, 3]) t.ok(s.submit({ id, promptLength: 4 }));
   const first = s.plan();
   t.same(first.admitted, [{ id: 1, slot: 0, cached: 0 }, { id: 2, slot: 1, cached: 0 }]);
@@ -34,8 +34,8 @@ t.test('admits first come first served into free slots and reuses freed slots', 
   t.same(second.decode.map((d) => d.id), [2]);
 });
 
-t.test('chunked prefill stays within the step budget and never stalls decoding', async (t) => {
-  const s = new Scheduler({ slots: 4, stepTokenBudget: 16, queueLength: 8 });
+t.test('chunked prefill stays within the step budget and never stalls decoding (steps filled)', async (t) => {
+  const s = new Scheduler({ slots: 4, stepTokenBudget: 16, queueLength: 8, fillCompletingSteps: true });
   s.submit({ id: 1, promptLength: 3 });
   s.commit(s.plan()); // prompt 1 done: decoding from now on
   s.submit({ id: 2, promptLength: 40 });
@@ -55,6 +55,20 @@ t.test('chunked prefill stays within the step budget and never stalls decoding',
   const last = s.plan();
   t.same(last.decode.map((d) => d.id), [1, 2], 'request 2 now decodes');
   t.same(last.prefill.map((p) => [p.id, p.start, p.count, p.last]), [[3, 5, 1, true]]);
+});
+
+t.test('by default a step that completes a prompt takes no other prompt\'s chunk', async (t) => {
+  const s = new Scheduler({ slots: 4, stepTokenBudget: 16, queueLength: 8 });
+  s.submit({ id: 1, promptLength: 20 });
+  s.submit({ id: 2, promptLength: 6 });
+  s.submit({ id: 3, promptLength: 4 });
+  const steps: number[][][] = [];
+  for (let plan = s.plan(); plan.tokens > 0 && steps.length < 10; plan = s.plan()) {
+    steps.push(plan.prefill.map((p) => [p.id, p.count]));
+    s.commit(plan);
+  }
+  // Each prompt's first token comes as early as its turn allows: 2 is not held back by a chunk of 3.
+  t.same(steps.slice(0, 4), [[[1, 16]], [[1, 4]], [[2, 6]], [[3, 4]]]);
 });
 
 t.test('every request completes: no starvation under a stream of arrivals', async (t) => {
@@ -96,7 +110,7 @@ t.test('the queue is bounded', async (t) => {
 });
 
 t.test('paused sequences are left out until resumed', async (t) => {
-  const s = new Scheduler({ slots: 2, stepTokenBudget: 8, queueLength: 2 });
+  const s = new Scheduler({ slots: 2, stepTokenBudget: 8, queueLength: 2, fillCompletingSteps: true });
   s.submit({ id: 1, promptLength: 1 });
   s.submit({ id: 2, promptLength: 1 });
   s.commit(s.plan());
@@ -112,7 +126,9 @@ t.test('a placement with a cached prefix skips those prompt tokens', async (t) =
   s.submit({ id: 2, promptLength: 20 });
   const plan = s.plan();
   t.same(plan.admitted, [{ id: 1, slot: 1, cached: 30 }, { id: 2, slot: 0, cached: 19 }], 'at most all but the last prompt token');
-  t.same(plan.prefill.map((p) => [p.id, p.start, p.count]), [[1, 30, 10], [2, 19, 1]]);
+  t.same(plan.prefill.map((p) => [p.id, p.start, p.count]), [[1, 30, 10]]);
+  s.commit(plan);
+  t.same(s.plan().prefill.map((p) => [p.id, p.start, p.count]), [[2, 19, 1]]);
 });
 
 t.test('rejects a budget that decoding alone could exhaust', async (t) => {

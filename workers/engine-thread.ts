@@ -75,6 +75,8 @@ const context: NativeContext = new addon.Context(model, {
   threads: settings.threads,
   flashAttention: ({ off: 0, on: 1, auto: -1 } as const)[settings.flashAttention],
 });
+/** Whether the whole model runs on a GPU, where a step's cost barely grows with its tokens. */
+const wholeModelOnGpu = context.info().wholeModelOnGpu;
 const pieces = model.tokenPieces();
 const eogTokens = model.info().eogTokens;
 const endOfGeneration = new Set(eogTokens);
@@ -90,6 +92,7 @@ const scheduler = new Scheduler({
   stepTokenBudget: settings.stepTokenBudget,
   queueLength: settings.queueLength,
   place: (request, freeSlots, running) => place(sequences.get(request.id)!.prompt, freeSlots, running),
+  fillCompletingSteps: wholeModelOnGpu,
 });
 
 const promptStore = settings.promptCache
@@ -180,7 +183,7 @@ const sampledFor: Sequence[] = new Array(settings.slots);
  * worth it when llama_decode returns before the step is done (the whole model on a GPU); elsewhere it would
  * only hold every token back by one step.
  */
-const overlapSteps = settings.overlapSteps ?? context.info().wholeModelOnGpu;
+const overlapSteps = settings.overlapSteps ?? wholeModelOnGpu;
 
 /** Tokens taken from a step and not yet published: two lists, one filling while the other is published. */
 class TakenTokens {

@@ -5,7 +5,8 @@
 //  - every generating sequence that is not paused decodes one token per step (a long prompt
 //    arriving never stalls them);
 //  - the rest of the step's token budget goes to prompt chunks, oldest request first, so every
-//    prompt makes progress and none starves;
+//    prompt makes progress and none starves; unless told otherwise, a step that completes a prompt takes
+//    no other prompt's chunk (see SchedulerOptions.fillCompletingSteps);
 //  - a request whose prompt starts like a running request's (its "donor") does not compute that shared
 //    prefix a second time: it waits until the donor has computed it, then the step copies the donor's
 //    KV state into its slot, and it prefills only the rest.
@@ -71,6 +72,12 @@ export interface SchedulerOptions {
    * among the running requests (ids in admission order).
    */
   place?: (request: ScheduledRequest, freeSlots: readonly number[], running: readonly number[]) => Placement;
+  /**
+   * Whether a step that completes a prompt also takes other prompts' chunks (default false). Where a step
+   * costs in proportion to its tokens (the CPU), they only delay that prompt's first token and save the
+   * others nothing; where a step costs about the same with more tokens (a GPU), they are progress for free.
+   */
+  fillCompletingSteps?: boolean;
 }
 
 interface Running {
@@ -168,8 +175,10 @@ export class Scheduler {
       const remaining = run.request.promptLength - run.prefilled;
       if (remaining === 0 || run.paused || run.donor) continue;
       const count = Math.min(remaining, budget);
-      prefill.push({ id, slot: run.slot, start: run.prefilled, count, last: count === remaining });
+      const last = count === remaining;
+      prefill.push({ id, slot: run.slot, start: run.prefilled, count, last });
       budget -= count;
+      if (last && !this.options.fillCompletingSteps) break;
     }
     return { admitted, copies, decode, prefill, tokens: this.options.stepTokenBudget - budget };
   }
