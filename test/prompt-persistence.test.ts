@@ -1,10 +1,13 @@
 // Cached prefixes kept across restarts (src/engine/prompt-store.ts), on the real engine and model.
 import t from 'tap';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, constants, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { complete, startEngine, testModels } from './helpers/engine.js';
 import type { EngineSettings } from '../src/engine/types.js';
+import { modelFingerprint } from '../src/engine/prompt-store.js';
 
 const chat = (text: string): string => `<|im_start|>user\n${text}<|im_end|>\n<|im_start|>assistant\n`;
 const modelPath = (await testModels())[0].path;
@@ -73,7 +76,7 @@ t.test('a corrupt file is discarded, logged, and the request served cold', async
 });
 
 t.test('a prefix is saved only once the engine has been idle for a while, not as soon as a request ends', async (t) => {
-  // A save holds the engine thread, and a client's next turn often comes right after the last one ended.
+  // A save copies the slot's state on the engine thread, and a client's next turn often comes right after the last one ended.
   const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
   const engine = await startEngine(modelPath, settings(folder));
   t.teardown(() => engine.close());
@@ -82,4 +85,56 @@ t.test('a prefix is saved only once the engine has been idle for a while, not as
   t.equal(savedFiles(folder).length, 0, 'not saved 300 ms after the request ended');
   for (let i = 0; i < 150 && savedFiles(folder).length < 1; i++) await new Promise((r) => setTimeout(r, 20));
   t.equal(savedFiles(folder).length, 1, 'saved once idle for a second');
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Reads a FIFO without blocking until its writer has written and closed it (or the deadline passes). */
+async function drainFifo(path: string, deadlineMs: number): Promise<Buffer> {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  const chunks: Buffer[] = [];
+  try {
+    for (const end = Date.now() + deadlineMs; Date.now() < end;) {
+      const chunk = Buffer.alloc(1 << 20);
+      let n: number;
+      try {
+        n = readSync(fd, chunk);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+        n = -1; // the writer is there but has not written more yet
+      }
+      if (n > 0) chunks.push(chunk.subarray(0, n));
+      else if (n === 0 && chunks.length > 0) break; // written and closed
+      else await sleep(10);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return Buffer.concat(chunks);
+}
+
+t.test('the engine answers requests while a prefix is being written: the save runs on its own thread', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
+  // The save's temporary file is made a FIFO, so writing it blocks until the test reads it. Were the save on
+  // the engine thread, the second request would get no answer until then.
+  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const engine = await startEngine(modelPath, settings(folder));
+  t.teardown(() => engine.close());
+  const prompt = engine.tokenize(long('Blocked save'));
+  const first = await complete(engine, prompt, { maxTokens: 4, ignoreEos: true });
+  // The slot holds the prompt and the generated tokens but the last (never decoded).
+  const held = Int32Array.from([...prompt, ...first.tokens.slice(0, -1)]);
+  const name = createHash('sha256').update(Buffer.from(held.buffer)).digest('hex').slice(0, 32);
+  const file = join(folder, modelFingerprint(modelPath), `${name}.kv`);
+  execFileSync('mkfifo', [`${file}.tmp`]);
+  await sleep(1500); // the engine has been idle for a second: the save has started, and waits on the FIFO
+
+  const second = complete(engine, engine.tokenize(chat('A short question')), { maxTokens: 4, ignoreEos: true });
+  const answered = await Promise.race([second.then(() => true), sleep(10_000).then(() => false)]);
+  t.ok(answered, 'a request is answered while the save is blocked');
+
+  const written = await drainFifo(`${file}.tmp`, 20_000);
+  t.equal(written.subarray(0, 8).toString(), 'PNSVPC01', 'the save wrote the prefix file');
+  for (let i = 0; i < 100 && !existsSync(file); i++) await sleep(20);
+  t.ok(existsSync(file), 'and renamed it into place');
+  await second;
 });

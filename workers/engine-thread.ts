@@ -12,6 +12,7 @@ import type { EngineCommand, EngineSettings, FinalStats, GenerateParams, StopRea
 import { STATUS_WORDS, StatusWord } from '../src/engine/status.js';
 import { ringBell } from '../src/engine/output-bell.js';
 import { modelFingerprint, PromptStore } from '../src/engine/prompt-store.js';
+import { PromptSaver, type SaveResult } from '../src/engine/prompt-saver.js';
 
 export interface EngineThreadData {
   settings: EngineSettings;
@@ -98,6 +99,7 @@ const scheduler = new Scheduler({
 const promptStore = settings.promptCache
   ? new PromptStore(settings.promptCache.folder, modelFingerprint(settings.modelPath), settings.promptCache.maxBytes, log)
   : undefined;
+const promptSaver = promptStore ? new PromptSaver(promptStore.dir, doorbellBuffer) : undefined;
 /** Per slot: the held tokens last saved to the prompt store (the same array as the prefix cache's). */
 const persisted: Array<Int32Array | undefined> = new Array(settings.slots);
 
@@ -143,19 +145,32 @@ function unsavedSlot(): number {
   return -1;
 }
 
-/** Saves one free slot's prefix that is not on disk yet; false when there was none to save. */
-function persistOne(): boolean {
+/**
+ * Saves one free slot's prefix that is not on disk yet: hands a copy of its state to the prompt saver, or
+ * (at shutdown, `now`) writes it on this thread. False when there was none to save.
+ */
+function persistOne(now = false): boolean {
   const slot = unsavedSlot();
   if (slot < 0) return false;
   const held = prefixCache.heldBy(slot);
   persisted[slot] = held;
-  promptStore!.save(held, context.seqStateGet(slot), slot, settings.slots);
+  const state = context.seqStateGet(slot);
+  if (now) promptStore!.save(held, state, slot, settings.slots);
+  else promptSaver!.save({ tokens: held, state, slot, slots: settings.slots });
   return true;
 }
 
+/** Indexes a prefix the saver has written (or logs why it could not). */
+function indexSaved(result: SaveResult | undefined): void {
+  if (!result) return;
+  if ('error' in result) log(`prompt cache: not saved: ${result.error}`);
+  else promptStore!.add(result.file, result.tokens, result.bytes);
+}
+
 /**
- * How long the engine stays idle before it saves a prefix: a save holds the engine thread (for a long prompt
- * of a large model, seconds), and a client's next turn often comes right after the last one ended.
+ * How long the engine stays idle before it saves a prefix: a save still copies the slot's state on this
+ * thread (and the saver's hashing and writing compete with decoding for the cores), and a client's next
+ * turn often comes right after the last one ended, extending the prefix that would have been saved.
  */
 const PERSIST_AFTER_IDLE_MS = 1000;
 /** When the engine last ran a step. */
@@ -519,14 +534,14 @@ function loop(): void {
     const bell = Atomics.load(doorbell, 0);
     if (!takeCommands()) return;
     resumeReaders();
+    if (promptSaver) indexSaved(promptSaver.take());
     const plan = scheduler.plan();
     publishStatus();
     if (plan.tokens === 0) {
       unpublished.publishAll();
       announce(true);
-      // Idle for a while: save a cached prefix to disk (one at a time, so that a new request waits for one
-      // save at most).
-      if (sequences.size === 0 && unsavedSlot() >= 0) {
+      // Idle for a while: hand a cached prefix to the saver (one at a time; it rings when done).
+      if (sequences.size === 0 && unsavedSlot() >= 0 && !promptSaver!.busy) {
         const wait = lastStepAt + PERSIST_AFTER_IDLE_MS - now();
         if (wait <= 0) persistOne();
         else Atomics.wait(doorbell, 0, bell, wait);
@@ -546,6 +561,10 @@ loop();
 unpublished.publishAll();
 for (const seq of sequences.values()) finish(seq, 'cancelled');
 announce(true);
-while (persistOne());
+if (promptSaver) {
+  indexSaved(promptSaver.finish());
+  promptSaver.close();
+}
+while (persistOne(true));
 context.free();
 model.free();

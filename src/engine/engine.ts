@@ -1,6 +1,6 @@
 // The engine as the rest of the server sees it: start it, tokenize, generate. Generation runs on the
 // engine thread (workers/engine-thread.ts); tokens come back through each request's ring.
-import { MessageChannel, Worker, type MessagePort, type WorkerOptions } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
 import { loadAddon, type ModelInfo, type NativeModel } from '../native.js';
 import { createRing, RingReader, RingWriter } from './ring.js';
@@ -8,6 +8,7 @@ import { BellListener, createBell, ringBell } from './output-bell.js';
 import { readStatus, STATUS_WORDS, type EngineStatus } from './status.js';
 import type { EngineCommand, EngineSettings, FinalStats, GenerateParams } from './types.js';
 import type { EngineThreadData, EngineThreadMessage } from '../../workers/engine-thread.js';
+import { startWorker } from '../threads.js';
 
 /** Where the engine's own messages go (the server passes its logger). */
 export type EngineLog = (level: 'info' | 'warn' | 'error', message: string) => void;
@@ -29,17 +30,6 @@ export class PromptTooLongError extends Error {
     super(`prompt is too long: ${promptTokens} tokens > ${maxTokens} maximum`);
     this.name = 'PromptTooLongError';
   }
-}
-
-/**
- * Starts the engine thread's entry: the compiled file, or, when this module runs from source through tsx
- * (tests), the TypeScript file with tsx registered inside the new thread.
- */
-function startEngineThread(options: WorkerOptions): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('../../workers/engine-thread.js', import.meta.url), options);
-  const entry = new URL('../../workers/engine-thread.ts', import.meta.url).href;
-  const bootstrap = `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); })`;
-  return new Worker(bootstrap, { ...options, eval: true });
 }
 
 export class Engine {
@@ -78,7 +68,7 @@ export class Engine {
     const outputBell = createBell();
     const status = new SharedArrayBuffer(STATUS_WORDS * 4);
     const data: EngineThreadData = { settings, commands: channel.port2, doorbell, outputBell, status };
-    const worker = startEngineThread({ workerData: data, transferList: [channel.port2] });
+    const worker = startWorker('../../workers/engine-thread', import.meta.url, { workerData: data, transferList: [channel.port2] });
     let model: ModelInfo;
     try {
       worker.on('message', (message: EngineThreadMessage) => {

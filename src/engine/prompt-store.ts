@@ -1,6 +1,7 @@
 // Cached prefixes on disk, so they survive a restart: the KV state of a slot's tokens, saved when the
-// engine is idle or shutting down and loaded when a new request starts with those tokens. Used by the
-// engine thread only, synchronously (it has no event loop to wait on).
+// engine is idle or shutting down and loaded when a new request starts with those tokens. The index is
+// the engine thread's, used synchronously (it has no event loop to wait on); files are written by
+// writePrefix, on the prompt saver's thread while the engine runs (src/engine/prompt-saver.ts).
 //
 // One folder per model (keyed by a fingerprint of the model file), one file per prefix, named by a hash
 // of its tokens:
@@ -66,9 +67,43 @@ function packState(state: Buffer, slot: number, slots: number): Buffer[] | undef
   return [state.subarray(0, PREAMBLE), state.subarray(start, end)];
 }
 
+/**
+ * Writes a slot's state for `tokens` into the folder `dir` (under a temporary name, then renamed, so that a
+ * reader never sees half a file); returns the file and its size. Throws when the state is not a slot's or
+ * the write fails. Any thread may call it: hashing and writing a large state takes a while.
+ */
+export function writePrefix(dir: string, tokens: Int32Array, state: Buffer, slot: number, slots: number): { file: string; bytes: number } {
+  const packed = packState(state, slot, slots);
+  if (!packed) throw new Error('unexpected KV state layout');
+  const tokenBytes = Buffer.from(tokens.buffer, tokens.byteOffset, tokens.byteLength);
+  const stateBytes = packed.reduce((n, part) => n + part.length, 0);
+  const hash = createHash('sha256').update(tokenBytes);
+  for (const part of packed) hash.update(part);
+  const sha256 = hash.digest('hex');
+  const header = Buffer.from(JSON.stringify({ tokens: tokens.length, stateBytes, sha256 } satisfies Header));
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(header.length);
+  const file = join(dir, `${createHash('sha256').update(tokenBytes).digest('hex').slice(0, 32)}${SUFFIX}`);
+  const temporary = `${file}.tmp`;
+  try {
+    const fd = openSync(temporary, 'w');
+    try {
+      for (const part of [MAGIC, length, header, tokenBytes, ...packed]) writeSync(fd, part);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temporary, file);
+  } catch (err) {
+    rmSync(temporary, { force: true });
+    throw new Error(`could not write ${file}: ${(err as Error).message}`);
+  }
+  return { file, bytes: MAGIC.length + 4 + header.length + tokenBytes.length + stateBytes };
+}
+
 export class PromptStore {
   private readonly entries = new Map<string, StoredPrefix>();
-  private readonly dir: string;
+  /** This model's folder. */
+  readonly dir: string;
 
   constructor(folder: string, modelKey: string, private readonly maxBytes: number, private readonly log: (message: string) => void) {
     this.dir = join(folder, modelKey);
@@ -97,37 +132,18 @@ export class PromptStore {
     return best;
   }
 
-  /** Saves a slot's state for `tokens`; stored prefixes of those tokens become redundant and go. */
+  /** Saves a slot's state for `tokens` here and now (see writePrefix) and indexes it. */
   save(tokens: Int32Array, state: Buffer, slot: number, slots: number): void {
-    const packed = packState(state, slot, slots);
-    if (!packed) {
-      this.log('prompt cache: unexpected KV state layout; not saved');
-      return;
-    }
-    const tokenBytes = Buffer.from(tokens.buffer, tokens.byteOffset, tokens.byteLength);
-    const stateBytes = packed.reduce((n, part) => n + part.length, 0);
-    const hash = createHash('sha256').update(tokenBytes);
-    for (const part of packed) hash.update(part);
-    const sha256 = hash.digest('hex');
-    const header = Buffer.from(JSON.stringify({ tokens: tokens.length, stateBytes, sha256 } satisfies Header));
-    const length = Buffer.alloc(4);
-    length.writeUInt32LE(header.length);
-    const file = join(this.dir, `${createHash('sha256').update(tokenBytes).digest('hex').slice(0, 32)}${SUFFIX}`);
-    const temporary = `${file}.tmp`;
     try {
-      const fd = openSync(temporary, 'w');
-      try {
-        for (const part of [MAGIC, length, header, tokenBytes, ...packed]) writeSync(fd, part);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(temporary, file); // a reader never sees a half-written file
+      const { file, bytes } = writePrefix(this.dir, tokens, state, slot, slots);
+      this.add(file, tokens, bytes);
     } catch (err) {
-      rmSync(temporary, { force: true });
-      this.log(`prompt cache: could not save ${file}: ${(err as Error).message}`);
-      return;
+      this.log(`prompt cache: not saved: ${(err as Error).message}`);
     }
-    const bytes = MAGIC.length + 4 + header.length + tokenBytes.length + stateBytes;
+  }
+
+  /** Indexes a file that writePrefix wrote; stored prefixes of its tokens become redundant and go. */
+  add(file: string, tokens: Int32Array, bytes: number): void {
     this.entries.set(file, { file, tokens: tokens.slice(), bytes, lastUsed: Date.now() });
     for (const entry of [...this.entries.values()]) {
       if (entry.file !== file && entry.tokens.length <= tokens.length && commonPrefixLength(entry.tokens, tokens) === entry.tokens.length) {
