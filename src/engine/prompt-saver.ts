@@ -27,17 +27,20 @@ export interface PromptSaverData {
 const FINISH_TIMEOUT_MS = 60_000;
 
 export class PromptSaver {
-  private readonly worker: Worker;
-  private readonly results: MessagePort;
+  /** Started at the first save: an engine that never saves (tests, short runs) starts no thread. */
+  private thread?: { worker: Worker; results: MessagePort };
   private readonly doorbell: Int32Array;
   private inFlight = false;
 
-  constructor(dir: string, doorbell: SharedArrayBuffer) {
+  constructor(private readonly dir: string, private readonly doorbellBuffer: SharedArrayBuffer) {
+    this.doorbell = new Int32Array(doorbellBuffer);
+  }
+
+  private start(): { worker: Worker; results: MessagePort } {
     const channel = new MessageChannel();
-    const data: PromptSaverData = { dir, doorbell, results: channel.port2 };
-    this.worker = startWorker('../../workers/prompt-saver', import.meta.url, { workerData: data, transferList: [channel.port2] });
-    this.results = channel.port1;
-    this.doorbell = new Int32Array(doorbell);
+    const data: PromptSaverData = { dir: this.dir, doorbell: this.doorbellBuffer, results: channel.port2 };
+    const worker = startWorker('../../workers/prompt-saver', import.meta.url, { workerData: data, transferList: [channel.port2] });
+    return { worker, results: channel.port1 };
   }
 
   /** Whether a save is in progress (then save() must wait). */
@@ -48,13 +51,14 @@ export class PromptSaver {
   /** Hands a state over to be written; `state`'s memory moves to the saver thread. */
   save(job: SaveJob): void {
     if (this.inFlight) throw new Error('a save is already in progress');
+    this.thread ??= this.start();
     this.inFlight = true;
-    this.worker.postMessage(job, [job.state.buffer as ArrayBuffer]);
+    this.thread.worker.postMessage(job, [job.state.buffer as ArrayBuffer]);
   }
 
   /** The save that ended since the last call, if any. Never blocks. */
   take(): SaveResult | undefined {
-    const received = receiveMessageOnPort(this.results);
+    const received = this.thread && receiveMessageOnPort(this.thread.results);
     if (!received) return undefined;
     this.inFlight = false;
     return received.message as SaveResult;
@@ -76,6 +80,6 @@ export class PromptSaver {
 
   /** Stops the saver thread (after finish()). */
   close(): void {
-    void this.worker.terminate();
+    void this.thread?.worker.terminate();
   }
 }
