@@ -21,6 +21,8 @@ function savedFiles(folder: string): string[] {
   return readdirSync(folder, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.kv')).map((f) => join(folder, f));
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 const long = (topic: string): string => chat(`${topic}. ${'A line of the long system prompt. '.repeat(60)}`);
 
 t.test('a prefix survives a restart and gives the same output as served cold', async (t) => {
@@ -87,7 +89,21 @@ t.test('a prefix is saved only once the engine has been idle for a while, not as
   t.equal(savedFiles(folder).length, 1, 'saved once idle for a second');
 });
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+t.test('a prefix evicted while the engine is never idle is saved before it goes, and comes back from disk', async (t) => {
+  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const engine = await startEngine(modelPath, settings(folder, { slots: 1 }));
+  t.teardown(() => engine.close());
+  const a = engine.tokenize(long('Evicted at once'));
+  const b = engine.tokenize(long('The request that evicts it'));
+  const coldA = await complete(engine, a, { maxTokens: 8, ignoreEos: true });
+  // At once, long before an idle-time save: B takes the only slot, and A's prefix would be lost.
+  await complete(engine, b, { maxTokens: 8, ignoreEos: true });
+  for (let i = 0; i < 100 && savedFiles(folder).length < 1; i++) await sleep(20); // written by the saver thread
+  const again = await complete(engine, a, { maxTokens: 8, ignoreEos: true });
+  t.equal(again.final.cachedPromptTokens, a.length - 1, 'restored from disk');
+  t.same(again.tokens, coldA.tokens);
+});
+
 
 /** Reads a FIFO without blocking until its writer has written and closed it (or the deadline passes). */
 async function drainFifo(path: string, deadlineMs: number): Promise<Buffer> {

@@ -125,6 +125,7 @@ function place(prompt: Int32Array, freeSlots: readonly number[], running: readon
 /** Loads a saved prefix into a free slot; false (and the slot emptied) when that fails. */
 function restore(entry: Parameters<PromptStore['load']>[0], slot: number): boolean {
   const state = promptStore!.load(entry, settings.slots);
+  if (state) saveBeforeEviction(slot, commonPrefixLength(prefixCache.heldBy(slot), entry.tokens));
   if (state && context.seqStateSet(slot, state)) {
     prefixCache.store(slot, entry.tokens, now());
     persisted[slot] = entry.tokens;
@@ -135,29 +136,42 @@ function restore(entry: Parameters<PromptStore['load']>[0], slot: number): boole
   return false;
 }
 
+/** Whether the slot holds a prefix worth saving that is not on disk yet. */
+function unsaved(slot: number): boolean {
+  const held = prefixCache.heldBy(slot);
+  return promptStore !== undefined && persisted[slot] !== held && held.length >= MIN_SHARED_TOKENS;
+}
+
 /** A free slot holding a prefix worth saving that is not on disk yet; -1 when there is none. */
 function unsavedSlot(): number {
-  if (!promptStore) return -1;
-  for (let slot = 0; slot < settings.slots; slot++) {
-    const held = prefixCache.heldBy(slot);
-    if (persisted[slot] !== held && held.length >= MIN_SHARED_TOKENS && !scheduler.isBusy(slot)) return slot;
-  }
+  for (let slot = 0; slot < settings.slots; slot++) if (unsaved(slot) && !scheduler.isBusy(slot)) return slot;
   return -1;
 }
 
-/**
- * Saves one free slot's prefix that is not on disk yet: hands a copy of its state to the prompt saver, or
- * (at shutdown, `now`) writes it on this thread. False when there was none to save.
- */
-function persistOne(now = false): boolean {
-  const slot = unsavedSlot();
-  if (slot < 0) return false;
+/** Saves the slot's prefix: hands a copy of its state to the prompt saver, or (`now`) writes it on this thread. */
+function saveSlot(slot: number, now = false): void {
   const held = prefixCache.heldBy(slot);
   persisted[slot] = held;
   const state = context.seqStateGet(slot);
   if (now) promptStore!.save(held, state, slot, settings.slots);
   else promptSaver!.save({ tokens: held, state, slot, slots: settings.slots });
+}
+
+/** Saves one free slot's prefix that is not on disk yet (see saveSlot); false when there was none. */
+function persistOne(now = false): boolean {
+  const slot = unsavedSlot();
+  if (slot < 0) return false;
+  saveSlot(slot, now);
   return true;
+}
+
+/**
+ * Before a slot's contents are replaced by ones sharing only their first `kept` tokens: saves its prefix
+ * if that loses a useful part not on disk yet, and the saver is free. While requests keep coming, the
+ * engine is never idle for the idle-time saves, and an evicted prefix would have to be computed again.
+ */
+function saveBeforeEviction(slot: number, kept: number): void {
+  if (unsaved(slot) && prefixCache.heldBy(slot).length - kept >= MIN_SHARED_TOKENS && !promptSaver!.busy) saveSlot(slot);
 }
 
 /** Indexes a prefix the saver has written (or logs why it could not). */
@@ -427,6 +441,7 @@ function launchStep(plan: StepPlan): number {
     seq.slot = slot;
     seq.admittedAt = now();
     // Keep the reused prefix of what the slot holds; drop the rest.
+    saveBeforeEviction(slot, cached);
     context.seqRemove(slot, cached, -1);
     seq.cached = seq.computed = cached;
     Atomics.add(status, StatusWord.Admitted, 1);
