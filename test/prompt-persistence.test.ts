@@ -2,7 +2,7 @@
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, constants, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { complete, startEngine, testModels } from './helpers/engine.js';
@@ -153,4 +153,58 @@ t.test('the engine answers requests while a prefix is being written: the save ru
   for (let i = 0; i < 100 && !existsSync(file); i++) await sleep(20);
   t.ok(existsSync(file), 'and renamed it into place');
   await second;
+});
+
+/** Writes `bytes` into a FIFO once its reader has opened it, without blocking (or gives up at the deadline). */
+async function fillFifo(path: string, bytes: Buffer, deadlineMs: number): Promise<void> {
+  const end = Date.now() + deadlineMs;
+  let fd = -1;
+  while (fd < 0 && Date.now() < end) {
+    try {
+      fd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err; // no reader yet
+      await sleep(10);
+    }
+  }
+  try {
+    for (let done = 0; done < bytes.length && Date.now() < end;) {
+      try {
+        done += writeSync(fd, bytes, done);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err; // the pipe is full
+        await sleep(5);
+      }
+    }
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+}
+
+t.test('while a request waits for its prefix to be read from disk, the engine serves the others', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
+  // Once the second engine has indexed the saved file, it is swapped for a FIFO, so reading it blocks until
+  // the test writes the file's bytes into it. Were the read on the engine thread, nothing would be answered.
+  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const first = await startEngine(modelPath, settings(folder));
+  const prompt = first.tokenize(long('Slow disk'));
+  const cold = await complete(first, prompt, { maxTokens: 10, ignoreEos: true });
+  await first.close();
+  const [file] = savedFiles(folder);
+  const bytes = readFileSync(file);
+
+  const second = await startEngine(modelPath, settings(folder));
+  t.teardown(() => second.close());
+  rmSync(file);
+  execFileSync('mkfifo', [file]);
+  const waiting = complete(second, prompt, { maxTokens: 10, ignoreEos: true });
+  await sleep(200); // admitted, its load blocked on the FIFO
+  const other = complete(second, second.tokenize(chat('A short question')), { maxTokens: 4, ignoreEos: true });
+  const answered = await Promise.race([other.then(() => true), sleep(10_000).then(() => false)]);
+  t.ok(answered, 'another request is answered while the load is blocked');
+
+  await fillFifo(file, bytes, 20_000);
+  const warm = await waiting;
+  t.equal(warm.final.cachedPromptTokens, prompt.length - 1, 'then served from the loaded prefix');
+  t.same(warm.tokens, cold.tokens, 'with the same output as cold');
+  rmSync(file, { force: true }); // the FIFO: nothing may read it again
 });

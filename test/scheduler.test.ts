@@ -131,6 +131,31 @@ t.test('a placement with a cached prefix skips those prompt tokens', async (t) =
   t.same(s.plan().prefill.map((p) => [p.id, p.start, p.count]), [[2, 19, 1]]);
 });
 
+t.test('a request waiting for its prefix to be loaded takes no part in steps until loaded()', async (t) => {
+  const s = new Scheduler({
+    slots: 2, stepTokenBudget: 64, queueLength: 2,
+    place: (request, free) => (request.id === 1 ? { slot: free[0], cached: 0, loading: 30 } : { slot: free[0], cached: 0 }),
+  });
+  s.submit({ id: 1, promptLength: 40 });
+  s.submit({ id: 2, promptLength: 5 });
+  const first = s.plan();
+  t.same(first.prefill.map((p) => p.id), [2], 'only the other request computes');
+  t.ok(s.isLoading(1));
+  s.commit(first);
+  t.same(s.plan().prefill, [], 'still waiting');
+  s.loaded(1, 30);
+  t.notOk(s.isLoading(1));
+  t.same(s.plan().prefill.map((p) => [p.id, p.start, p.count]), [[1, 30, 10]], 'then only the rest of its prompt');
+});
+
+t.test('a failed load leaves the whole prompt to compute', async (t) => {
+  const s = new Scheduler({ slots: 1, stepTokenBudget: 64, queueLength: 1, place: (_request, free) => ({ slot: free[0], cached: 0, loading: 30 }) });
+  s.submit({ id: 1, promptLength: 40 });
+  t.same(s.plan().prefill, []);
+  s.loaded(1, 0);
+  t.same(s.plan().prefill.map((p) => [p.id, p.start, p.count]), [[1, 0, 40]]);
+});
+
 t.test('rejects a budget that decoding alone could exhaust', async (t) => {
   t.throws(() => new Scheduler({ slots: 8, stepTokenBudget: 8, queueLength: 1 }), RangeError);
 });

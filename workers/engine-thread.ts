@@ -11,8 +11,8 @@ import { commonPrefixLength, SlotPrefixCache } from '../src/engine/prefix-cache.
 import type { EngineCommand, EngineSettings, FinalStats, GenerateParams, StopReason } from '../src/engine/types.js';
 import { STATUS_WORDS, StatusWord } from '../src/engine/status.js';
 import { ringBell } from '../src/engine/output-bell.js';
-import { modelFingerprint, PromptStore } from '../src/engine/prompt-store.js';
-import { PromptSaver, type SaveResult } from '../src/engine/prompt-saver.js';
+import { modelFingerprint, PromptStore, type StoredPrefix } from '../src/engine/prompt-store.js';
+import { PromptFiles, type FileResult, type LoadResult } from '../src/engine/prompt-files.js';
 
 export interface EngineThreadData {
   settings: EngineSettings;
@@ -92,48 +92,69 @@ const scheduler = new Scheduler({
   slots: settings.slots,
   stepTokenBudget: settings.stepTokenBudget,
   queueLength: settings.queueLength,
-  place: (request, freeSlots, running) => place(sequences.get(request.id)!.prompt, freeSlots, running),
+  place: (request, freeSlots, running) => place(request.id, freeSlots, running),
   fillCompletingSteps: wholeModelOnGpu,
 });
 
 const promptStore = settings.promptCache
   ? new PromptStore(settings.promptCache.folder, modelFingerprint(settings.modelPath), settings.promptCache.maxBytes, log)
   : undefined;
-const promptSaver = promptStore ? new PromptSaver(promptStore.dir, doorbellBuffer) : undefined;
+const promptFiles = promptStore ? new PromptFiles(promptStore.dir, doorbellBuffer) : undefined;
+/** Saved prefixes being loaded for requests waiting in their slots, by request id. */
+const loads = new Map<number, { entry: StoredPrefix; slot: number; tokens: number }>();
 /** Per slot: the held tokens last saved to the prompt store (the same array as the prefix cache's). */
 const persisted: Array<Int32Array | undefined> = new Array(settings.slots);
 
 /**
  * The free slot with the longest cached prefix; better, a running request that shares more (its KV state
- * is copied once computed), or better still, a saved prefix that shares more (loaded into the slot now).
+ * is copied once computed), or better still, a saved prefix that shares more (loaded into the slot by the
+ * file thread while the request waits there).
  */
-function place(prompt: Int32Array, freeSlots: readonly number[], running: readonly number[]): Placement {
+function place(id: number, freeSlots: readonly number[], running: readonly number[]): Placement {
+  const prompt = sequences.get(id)!.prompt;
   const placement = prefixCache.place(prompt, freeSlots);
   let donor: Placement['donor'];
-  for (const id of running) {
-    const shared = commonPrefixLength(sequences.get(id)!.prompt, prompt);
-    if (shared >= placement.cached + MIN_SHARED_TOKENS && shared > (donor?.tokens ?? 0)) donor = { id, tokens: shared };
+  for (const other of running) {
+    const shared = commonPrefixLength(sequences.get(other)!.prompt, prompt);
+    if (shared >= placement.cached + MIN_SHARED_TOKENS && shared > (donor?.tokens ?? 0)) donor = { id: other, tokens: shared };
   }
   const stored = promptStore?.longest(prompt);
   if (stored && stored.shared >= Math.max(placement.cached, donor?.tokens ?? 0) + MIN_SHARED_TOKENS) {
-    const restored = restore(stored.entry, placement.slot);
-    if (restored) return { slot: placement.slot, cached: stored.shared };
+    loads.set(id, { entry: stored.entry, slot: placement.slot, tokens: stored.shared });
+    promptFiles!.submit({ kind: 'load', id, file: stored.entry.file, tokens: stored.entry.tokens.length, slots: settings.slots });
+    return { slot: placement.slot, cached: 0, loading: stored.shared };
   }
   return { ...placement, donor };
 }
 
-/** Loads a saved prefix into a free slot; false (and the slot emptied) when that fails. */
-function restore(entry: Parameters<PromptStore['load']>[0], slot: number): boolean {
-  const state = promptStore!.load(entry, settings.slots);
-  if (state) saveBeforeEviction(slot, commonPrefixLength(prefixCache.heldBy(slot), entry.tokens));
-  if (state && context.seqStateSet(slot, state)) {
-    prefixCache.store(slot, entry.tokens, now());
-    persisted[slot] = entry.tokens;
-    return true;
+/**
+ * A load ended: its state goes into the slot of the request that waits for it (computed cold instead when
+ * the file failed a check or llama.cpp refused the state). A request cancelled meanwhile left its slot, so
+ * its state is dropped.
+ */
+function applyLoad(result: LoadResult): void {
+  const load = loads.get(result.id);
+  if (!load) return;
+  loads.delete(result.id);
+  const seq = sequences.get(result.id);
+  const state = 'state' in result ? result.state : undefined;
+  if (!state) promptStore!.discard(load.entry.file, 'error' in result ? result.error : 'no state');
+  if (!seq || seq.slot !== load.slot || !scheduler.isLoading(seq.id)) return;
+  if (state && context.seqStateSet(load.slot, state)) {
+    const kept = Math.min(load.tokens, seq.prompt.length - 1);
+    context.seqRemove(load.slot, kept, -1);
+    promptStore!.touch(load.entry);
+    prefixCache.store(load.slot, load.entry.tokens, now());
+    persisted[load.slot] = load.entry.tokens;
+    Atomics.add(status, StatusWord.CachedPromptTokens, kept);
+    seq.cached = seq.computed = kept;
+    scheduler.loaded(seq.id, kept);
+    return;
   }
-  if (state) promptStore!.discard(entry.file, 'llama.cpp could not load its KV state');
-  prefixCache.clear(slot);
-  return false;
+  if (state) promptStore!.discard(load.entry.file, 'llama.cpp could not load its KV state');
+  context.seqRemove(load.slot, -1, -1);
+  prefixCache.clear(load.slot);
+  scheduler.loaded(seq.id, 0);
 }
 
 /** Whether the slot holds a prefix worth saving that is not on disk yet. */
@@ -148,13 +169,13 @@ function unsavedSlot(): number {
   return -1;
 }
 
-/** Saves the slot's prefix: hands a copy of its state to the prompt saver, or (`now`) writes it on this thread. */
+/** Saves the slot's prefix: hands a copy of its state to the file thread, or (`now`) writes it on this thread. */
 function saveSlot(slot: number, now = false): void {
   const held = prefixCache.heldBy(slot);
   persisted[slot] = held;
   const state = context.seqStateGet(slot);
   if (now) promptStore!.save(held, state, slot, settings.slots);
-  else promptSaver!.save({ tokens: held, state, slot, slots: settings.slots });
+  else promptFiles!.submit({ kind: 'save', tokens: held, state, slot, slots: settings.slots });
 }
 
 /** Saves one free slot's prefix that is not on disk yet (see saveSlot); false when there was none. */
@@ -167,23 +188,30 @@ function persistOne(now = false): boolean {
 
 /**
  * Before a slot's contents are replaced by ones sharing only their first `kept` tokens: saves its prefix
- * if that loses a useful part not on disk yet, and the saver is free. While requests keep coming, the
+ * if that loses a useful part not on disk yet, and no other save is under way. While requests keep coming, the
  * engine is never idle for the idle-time saves, and an evicted prefix would have to be computed again.
  */
 function saveBeforeEviction(slot: number, kept: number): void {
-  if (unsaved(slot) && prefixCache.heldBy(slot).length - kept >= MIN_SHARED_TOKENS && !promptSaver!.busy) saveSlot(slot);
+  if (unsaved(slot) && prefixCache.heldBy(slot).length - kept >= MIN_SHARED_TOKENS && !promptFiles!.saveBusy) saveSlot(slot);
 }
 
-/** Indexes a prefix the saver has written (or logs why it could not). */
-function indexSaved(result: SaveResult | undefined): void {
-  if (!result) return;
-  if ('error' in result) log(`prompt cache: not saved: ${result.error}`);
-  else promptStore!.add(result.file, result.tokens, result.bytes);
+/** Takes the file thread's finished jobs: indexes saved prefixes (or logs why not), applies loads. */
+function takeFileResults(results: Iterable<FileResult>): void {
+  for (const result of results) {
+    if (result.kind === 'load') applyLoad(result);
+    else if ('error' in result) log(`prompt cache: not saved: ${result.error}`);
+    else promptStore!.add(result.file, result.tokens, result.bytes);
+  }
+}
+
+/** The file thread's results so far, without waiting. */
+function* fileResults(): Generator<FileResult> {
+  for (let result = promptFiles?.take(); result; result = promptFiles!.take()) yield result;
 }
 
 /**
  * How long the engine stays idle before it saves a prefix: a save still copies the slot's state on this
- * thread (and the saver's hashing and writing compete with decoding for the cores), and a client's next
+ * thread (and the file thread's hashing and writing compete with decoding for the cores), and a client's next
  * turn often comes right after the last one ended, extending the prefix that would have been saved.
  */
 const PERSIST_AFTER_IDLE_MS = 1000;
@@ -434,8 +462,12 @@ function withoutSequence(plan: StepPlan, id: number): StepPlan {
   return { ...plan, copies, prefill, decode, tokens: decode.length + prefill.reduce((n, p) => n + p.count, 0) };
 }
 
-/** Starts a step: one llama_decode over the plan's tokens. Returns the tokens it will sample, -1 when refused. */
-function launchStep(plan: StepPlan): number {
+/**
+ * Carries out a plan's admissions and shared-prefix copies, before its batch runs (or when it has no
+ * tokens: a request may be admitted to wait for its prefix). Returns the plan without the requests that
+ * failed to start.
+ */
+function admit(plan: StepPlan): StepPlan {
   for (const { id, slot, cached } of plan.admitted) {
     const seq = sequences.get(id)!;
     seq.slot = slot;
@@ -456,6 +488,11 @@ function launchStep(plan: StepPlan): number {
     Atomics.add(status, StatusWord.CachedPromptTokens, copy.tokens - seq.cached);
     seq.cached = seq.computed = copy.tokens;
   }
+  return plan;
+}
+
+/** Starts a step: one llama_decode over the plan's tokens. Returns the tokens it will sample, -1 when refused. */
+function launchStep(plan: StepPlan): number {
   let n = 0;
   let nSample = 0;
   // With one KV stream per slot, llama.cpp puts only sequences of consecutive ascending ids into one
@@ -549,14 +586,14 @@ function loop(): void {
     const bell = Atomics.load(doorbell, 0);
     if (!takeCommands()) return;
     resumeReaders();
-    if (promptSaver) indexSaved(promptSaver.take());
-    const plan = scheduler.plan();
+    takeFileResults(fileResults());
+    const plan = admit(scheduler.plan());
     publishStatus();
     if (plan.tokens === 0) {
       unpublished.publishAll();
       announce(true);
-      // Idle for a while: hand a cached prefix to the saver (one at a time; it rings when done).
-      if (sequences.size === 0 && unsavedSlot() >= 0 && !promptSaver!.busy) {
+      // Idle for a while: hand a cached prefix to the file thread (one save at a time; it rings when done).
+      if (sequences.size === 0 && unsavedSlot() >= 0 && !promptFiles!.saveBusy) {
         const wait = lastStepAt + PERSIST_AFTER_IDLE_MS - now();
         if (wait <= 0) persistOne();
         else Atomics.wait(doorbell, 0, bell, wait);
@@ -576,9 +613,9 @@ loop();
 unpublished.publishAll();
 for (const seq of sequences.values()) finish(seq, 'cancelled');
 announce(true);
-if (promptSaver) {
-  indexSaved(promptSaver.finish());
-  promptSaver.close();
+if (promptFiles) {
+  takeFileResults(promptFiles.finish());
+  promptFiles.close();
 }
 while (persistOne(true));
 context.free();

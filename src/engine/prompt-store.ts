@@ -1,7 +1,7 @@
 // Cached prefixes on disk, so they survive a restart: the KV state of a slot's tokens, saved when the
 // engine is idle or shutting down and loaded when a new request starts with those tokens. The index is
 // the engine thread's, used synchronously (it has no event loop to wait on); files are written by
-// writePrefix, on the prompt saver's thread while the engine runs (src/engine/prompt-saver.ts).
+// writePrefix and read by readPrefix, on the prompt cache's file thread (src/engine/prompt-files.ts).
 //
 // One folder per model (keyed by a fingerprint of the model file), one file per prefix, named by a hash
 // of its tokens:
@@ -153,34 +153,13 @@ export class PromptStore {
     this.evict();
   }
 
-  /** The entry's state, ready for a context with `slots` slots; undefined (file discarded) when it fails a check. */
-  load(entry: StoredPrefix, slots: number): Buffer | undefined {
+  /** Marks the entry as just used (eviction goes least recently used first). */
+  touch(entry: StoredPrefix): void {
+    entry.lastUsed = Date.now();
     try {
-      const fd = openSync(entry.file, 'r');
-      try {
-        const { header, offset } = this.readHeader(fd);
-        if (header.tokens !== entry.tokens.length) throw new Error('changed since it was indexed');
-        const tokenBytes = Buffer.alloc(header.tokens * 4);
-        this.readFully(fd, tokenBytes, offset);
-        // Rebuild the state for this context: the preamble, its stream count, the stream, then empty streams.
-        const streamBytes = header.stateBytes - PREAMBLE;
-        const state = Buffer.alloc(PREAMBLE + 4 + streamBytes + (slots - 1) * 4);
-        const preamble = state.subarray(0, PREAMBLE);
-        const stream = state.subarray(PREAMBLE + 4, PREAMBLE + 4 + streamBytes);
-        this.readFully(fd, preamble, offset + tokenBytes.length);
-        this.readFully(fd, stream, offset + tokenBytes.length + PREAMBLE);
-        state.writeUInt32LE(slots, PREAMBLE);
-        const sha256 = createHash('sha256').update(tokenBytes).update(preamble).update(stream).digest('hex');
-        if (sha256 !== header.sha256) throw new Error('checksum mismatch');
-        entry.lastUsed = Date.now();
-        utimesSync(entry.file, new Date(), new Date());
-        return state;
-      } finally {
-        closeSync(fd);
-      }
-    } catch (err) {
-      this.discard(entry.file, (err as Error).message);
-      return undefined;
+      utimesSync(entry.file, new Date(), new Date());
+    } catch {
+      // gone meanwhile: it is then only out of the index's date order
     }
   }
 
@@ -208,9 +187,9 @@ export class PromptStore {
     try {
       const fd = openSync(file, 'r');
       try {
-        const { header, offset } = this.readHeader(fd);
+        const { header, offset } = readHeader(fd);
         const tokens = new Int32Array(header.tokens);
-        this.readFully(fd, Buffer.from(tokens.buffer), offset);
+        readFully(fd, Buffer.from(tokens.buffer));
         const { size, mtimeMs } = statSync(file);
         if (size !== offset + tokens.byteLength + header.stateBytes) return undefined;
         return { file, tokens, bytes: size, lastUsed: mtimeMs };
@@ -221,26 +200,55 @@ export class PromptStore {
       return undefined;
     }
   }
+}
 
-  private readHeader(fd: number): { header: Header; offset: number } {
-    const start = Buffer.alloc(MAGIC.length + 4);
-    this.readFully(fd, start, 0);
-    if (!start.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error('not a prompt cache file');
-    const json = Buffer.alloc(start.readUInt32LE(MAGIC.length));
-    if (json.length > 1 << 16) throw new Error('header too long');
-    this.readFully(fd, json, start.length);
-    const header = JSON.parse(json.toString('utf8')) as Header;
-    const valid = Number.isInteger(header.tokens) && header.tokens > 0 && Number.isInteger(header.stateBytes) &&
-      header.stateBytes > PREAMBLE + 4 && typeof header.sha256 === 'string';
-    if (!valid) throw new Error('bad header');
-    return { header, offset: start.length + json.length };
+function readHeader(fd: number): { header: Header; offset: number } {
+  const start = Buffer.alloc(MAGIC.length + 4);
+  readFully(fd, start);
+  if (!start.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error('not a prompt cache file');
+  const json = Buffer.alloc(start.readUInt32LE(MAGIC.length));
+  if (json.length > 1 << 16) throw new Error('header too long');
+  readFully(fd, json);
+  const header = JSON.parse(json.toString('utf8')) as Header;
+  const valid = Number.isInteger(header.tokens) && header.tokens > 0 && Number.isInteger(header.stateBytes) &&
+    header.stateBytes > PREAMBLE + 4 && typeof header.sha256 === 'string';
+  if (!valid) throw new Error('bad header');
+  return { header, offset: start.length + json.length };
+}
+
+/** Reads the next into.length bytes of the file (every read of a prefix file goes front to back). */
+function readFully(fd: number, into: Buffer): void {
+  for (let done = 0; done < into.length;) {
+    const n = readSync(fd, into, done, into.length - done, null);
+    if (n === 0) throw new Error('file is truncated');
+    done += n;
   }
+}
 
-  private readFully(fd: number, into: Buffer, position: number): void {
-    for (let done = 0; done < into.length;) {
-      const n = readSync(fd, into, done, into.length - done, position + done);
-      if (n === 0) throw new Error('file is truncated');
-      done += n;
-    }
+/**
+ * Reads and verifies a prefix file of `tokens` tokens; returns its state, rebuilt for a context with
+ * `slots` slots. Throws when it fails a check. Any thread may call it: reading and hashing a large state
+ * takes a while.
+ */
+export function readPrefix(file: string, tokens: number, slots: number): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const { header } = readHeader(fd);
+    if (header.tokens !== tokens) throw new Error('changed since it was indexed');
+    const tokenBytes = Buffer.alloc(header.tokens * 4);
+    readFully(fd, tokenBytes);
+    // Rebuild the state for this context: the preamble, its stream count, the stream, then empty streams.
+    const streamBytes = header.stateBytes - PREAMBLE;
+    const state = Buffer.alloc(PREAMBLE + 4 + streamBytes + (slots - 1) * 4);
+    const preamble = state.subarray(0, PREAMBLE);
+    const stream = state.subarray(PREAMBLE + 4, PREAMBLE + 4 + streamBytes);
+    readFully(fd, preamble);
+    readFully(fd, stream);
+    state.writeUInt32LE(slots, PREAMBLE);
+    const sha256 = createHash('sha256').update(tokenBytes).update(preamble).update(stream).digest('hex');
+    if (sha256 !== header.sha256) throw new Error('checksum mismatch');
+    return state;
+  } finally {
+    closeSync(fd);
   }
 }

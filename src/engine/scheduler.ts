@@ -9,7 +9,9 @@
 //    no other prompt's chunk (see SchedulerOptions.fillCompletingSteps);
 //  - a request whose prompt starts like a running request's (its "donor") does not compute that shared
 //    prefix a second time: it waits until the donor has computed it, then the step copies the donor's
-//    KV state into its slot, and it prefills only the rest.
+//    KV state into its slot, and it prefills only the rest;
+//  - a request whose prefix is being loaded from disk into its slot waits for it (loaded()), taking no
+//    part in steps meanwhile.
 
 export interface ScheduledRequest {
   readonly id: number;
@@ -61,6 +63,8 @@ export interface Placement {
   cached: number;
   /** A running request whose first `tokens` prompt tokens are this request's too (more than `cached`). */
   donor?: { id: number; tokens: number };
+  /** The slot's contents are being replaced by a saved prefix of this many prompt tokens (see loaded()). */
+  loading?: number;
 }
 
 export interface SchedulerOptions {
@@ -88,6 +92,8 @@ interface Running {
   paused: boolean;
   /** Waiting for a donor to compute a shared prefix, to copy it instead of computing it. */
   donor?: { id: number; tokens: number };
+  /** Waiting for a saved prefix of this many tokens to be loaded into its slot. */
+  loading?: number;
 }
 
 export class Scheduler {
@@ -159,8 +165,9 @@ export class Scheduler {
       const donor = placed.donor && this.running.has(placed.donor.id) && Math.min(placed.donor.tokens, limit) > cached
         ? { id: placed.donor.id, tokens: Math.min(placed.donor.tokens, limit) }
         : undefined;
+      const loading = placed.loading !== undefined && !donor ? Math.min(placed.loading, limit) : undefined;
       this.freeSlots.splice(this.freeSlots.indexOf(slot), 1);
-      this.running.set(request.id, { request, slot, prefilled: cached, paused: false, donor });
+      this.running.set(request.id, { request, slot, prefilled: cached, paused: false, donor, loading });
       admitted.push({ id: request.id, slot, cached });
     }
     const copies = this.takeSharedPrefixes();
@@ -173,7 +180,7 @@ export class Scheduler {
     for (const [id, run] of this.running) {
       if (budget === 0) break;
       const remaining = run.request.promptLength - run.prefilled;
-      if (remaining === 0 || run.paused || run.donor) continue;
+      if (remaining === 0 || run.paused || run.donor || run.loading !== undefined) continue;
       const count = Math.min(remaining, budget);
       const last = count === remaining;
       prefill.push({ id, slot: run.slot, start: run.prefilled, count, last });
@@ -198,6 +205,19 @@ export class Scheduler {
       }
     }
     return copies;
+  }
+
+  /** The load a request waited for ended: its slot now holds its first `tokens` prompt tokens. */
+  loaded(id: number, tokens: number): void {
+    const run = this.running.get(id);
+    if (run?.loading === undefined) return;
+    run.prefilled = Math.min(tokens, run.request.promptLength - 1);
+    run.loading = undefined;
+  }
+
+  /** Whether a request waits for its prefix to be loaded. */
+  isLoading(id: number): boolean {
+    return this.running.get(id)?.loading !== undefined;
   }
 
   /** Records that a plan's prompt chunks were computed. */
