@@ -15,7 +15,7 @@ import {
   type GgufTensorSource,
 } from '../src/model/gguf.js';
 import { MODEL_PRESETS, qwen2Tensors } from '../src/model/random-model.js';
-import { llamaVocabPath, sharedModelPath, tinyModelPath } from './helpers/models.js';
+import { llamaVocabPath, sharedModelPath, TINY_WEIGHT_STD, tinyModelPath } from './helpers/models.js';
 
 const REFERENCE_MODEL = 'random-qwen2-tiny-10m-q8_0.gguf';
 
@@ -172,8 +172,8 @@ t.test('generated tiny model', async (t) => {
       }
     }
     const n = 32000;
-    t.ok(Math.abs(sum / n) < 0.001, 'mean near 0');
-    t.ok(Math.abs(Math.sqrt(squares / n) - 0.02) < 0.002, 'std near 0.02');
+    t.ok(Math.abs(sum / n) < TINY_WEIGHT_STD / 20, 'mean near 0');
+    t.ok(Math.abs(Math.sqrt(squares / n) - TINY_WEIGHT_STD) < TINY_WEIGHT_STD / 10, `std near ${TINY_WEIGHT_STD}`);
     const norm = header.tensors.find((x) => x.name === 'output_norm.weight')!;
     const ones = await readBytes(await tinyModelPath(), header.dataOffset + norm.offset, 64 * 4);
     t.same(new Float32Array(ones.buffer, ones.byteOffset, 64), new Float32Array(64).fill(1));

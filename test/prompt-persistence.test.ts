@@ -208,3 +208,31 @@ t.test('while a request waits for its prefix to be read from disk, the engine se
   t.same(warm.tokens, cold.tokens, 'with the same output as cold');
   rmSync(file, { force: true }); // the FIFO: nothing may read it again
 });
+
+t.test('a request cancelled while its prefix is read leaves the slot to others: the late state is dropped', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
+  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const first = await startEngine(modelPath, settings(folder));
+  const prompt = first.tokenize(long('Cancelled while loading'));
+  await complete(first, prompt, { maxTokens: 4, ignoreEos: true });
+  await first.close();
+  const [file] = savedFiles(folder);
+  const bytes = readFileSync(file);
+
+  const second = await startEngine(modelPath, settings(folder, { slots: 1 }));
+  t.teardown(() => second.close());
+  rmSync(file);
+  execFileSync('mkfifo', [file]);
+  const controller = new AbortController();
+  const cancelled = complete(second, prompt, { maxTokens: 4, ignoreEos: true }, controller.signal);
+  await sleep(200); // admitted to the only slot, its load blocked on the FIFO
+  controller.abort();
+  t.equal((await cancelled).final.stopReason, 'cancelled');
+
+  const other = second.tokenize(long('The slot goes to another request'));
+  const before = await complete(second, other, { maxTokens: 8, ignoreEos: true });
+  await fillFifo(file, bytes, 20_000); // the load ends now, its request long gone
+  rmSync(file, { force: true });
+  const again = await complete(second, other, { maxTokens: 8, ignoreEos: true });
+  t.equal(again.final.cachedPromptTokens, other.length - 1, 'the slot still holds the other request\'s prefix');
+  t.same(again.tokens, before.tokens, 'and gives the same output');
+});

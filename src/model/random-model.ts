@@ -122,7 +122,7 @@ function fillRandom(values: Float32Array, std: number, next: () => number): void
 }
 
 /** Streams a tensor's encoded data a chunk of whole rows at a time, reusing two buffers. */
-function* randomTensorData(tensor: PlannedTensor, next: () => number): Generator<Uint8Array> {
+function* randomTensorData(tensor: PlannedTensor, next: () => number, std: number): Generator<Uint8Array> {
   const rowLength = tensor.dims[0]!;
   const rows = tensor.dims.slice(1).reduce((a, b) => a * b, 1);
   const rowsPerChunk = Math.max(1, Math.min(rows, Math.floor(CHUNK_VALUES / rowLength)));
@@ -131,7 +131,7 @@ function* randomTensorData(tensor: PlannedTensor, next: () => number): Generator
   for (let row = 0; row < rows; row += rowsPerChunk) {
     const chunk = values.subarray(0, Math.min(rowsPerChunk, rows - row) * rowLength);
     if (tensor.init === 'ones') chunk.fill(1);
-    else fillRandom(chunk, WEIGHT_STD, next);
+    else fillRandom(chunk, std, next);
     yield bytes.subarray(0, encodeTensorData(chunk, tensor.type, bytes));
   }
 }
@@ -172,6 +172,7 @@ export async function writeRandomQwen2Model(opts: {
   shape: ModelShape;
   seed?: number;
   weightType?: WeightType;
+  weightStd?: number;
 }): Promise<void> {
   const { shape, weightType = 'q8_0' } = opts;
   validateShape(shape);
@@ -180,7 +181,7 @@ export async function writeRandomQwen2Model(opts: {
   // One PRNG stream through all tensors in file order: the writer pulls them in that order.
   const tensors: GgufTensorSource[] = qwen2Tensors(shape, tokenizer.vocabSize, weightType).map((tensor) => ({
     ...tensor,
-    data: () => randomTensorData(tensor, next),
+    data: () => randomTensorData(tensor, next, opts.weightStd ?? WEIGHT_STD),
   }));
   await writeGguf(opts.outPath, { metadata: modelMetadata(shape, weightType, tokenizer.metadata), tensors });
 }

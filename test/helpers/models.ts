@@ -11,10 +11,16 @@ export function llamaVocabPath(name = 'qwen2'): string {
 }
 
 let tinyModel: Promise<string> | undefined;
+/**
+ * Weights this large make the tiny model's output depend on its whole context: with the usual 0.02, 64 wide,
+ * attention is nearly uniform and every prompt gives the same tokens, so a test comparing a cached answer
+ * with a cold one could not fail.
+ */
+export const TINY_WEIGHT_STD = 0.4;
 
 /**
  * A random-weight qwen2 model of the 'tiny' preset (seed 1), generated once and cached under
- * build/test-models. Delete the file after changing the generator.
+ * build/test-models/std<weight std>. Delete the file after changing the generator.
  */
 export function tinyModelPath(): Promise<string> {
   tinyModel ??= ensureTinyModel();
@@ -22,7 +28,7 @@ export function tinyModelPath(): Promise<string> {
 }
 
 async function ensureTinyModel(): Promise<string> {
-  const dir = join(projectRoot, 'build', 'test-models');
+  const dir = join(projectRoot, 'build', 'test-models', `std${TINY_WEIGHT_STD}`);
   const path = join(dir, 'tiny-qwen2.gguf');
   if (existsSync(path)) return path;
   await mkdir(dir, { recursive: true });
@@ -30,7 +36,7 @@ async function ensureTinyModel(): Promise<string> {
   // process ever sees a partial file (and concurrent writers produce identical files).
   const temp = `${path}.${process.pid}.${Date.now()}.tmp`;
   try {
-    await writeRandomQwen2Model({ vocabPath: llamaVocabPath('qwen2'), outPath: temp, shape: MODEL_PRESETS.tiny, seed: 1 });
+    await writeRandomQwen2Model({ vocabPath: llamaVocabPath('qwen2'), outPath: temp, shape: MODEL_PRESETS.tiny, seed: 1, weightStd: TINY_WEIGHT_STD });
     await rename(temp, path);
   } finally {
     await rm(temp, { force: true });
