@@ -195,18 +195,11 @@ function saveBeforeEviction(slot: number, kept: number): void {
   if (unsaved(slot) && prefixCache.heldBy(slot).length - kept >= MIN_SHARED_TOKENS && !promptFiles!.saveBusy) saveSlot(slot);
 }
 
-/** Takes the file thread's finished jobs: indexes saved prefixes (or logs why not), applies loads. */
-function takeFileResults(results: Iterable<FileResult>): void {
-  for (const result of results) {
-    if (result.kind === 'load') applyLoad(result);
-    else if ('error' in result) log(`prompt cache: not saved: ${result.error}`);
-    else promptStore!.add(result.file, result.tokens, result.bytes);
-  }
-}
-
-/** The file thread's results so far, without waiting. */
-function* fileResults(): Generator<FileResult> {
-  for (let result = promptFiles?.take(); result; result = promptFiles!.take()) yield result;
+/** A job the file thread finished: a saved prefix is indexed (or why not logged), a load applied. */
+function fileJobDone(result: FileResult): void {
+  if (result.kind === 'load') applyLoad(result);
+  else if ('error' in result) log(`prompt cache: not saved: ${result.error}`);
+  else promptStore!.add(result.file, result.tokens, result.bytes);
 }
 
 /**
@@ -586,7 +579,7 @@ function loop(): void {
     const bell = Atomics.load(doorbell, 0);
     if (!takeCommands()) return;
     resumeReaders();
-    takeFileResults(fileResults());
+    for (let result = promptFiles?.take(); result; result = promptFiles!.take()) fileJobDone(result);
     const plan = admit(scheduler.plan());
     publishStatus();
     if (plan.tokens === 0) {
@@ -614,7 +607,7 @@ unpublished.publishAll();
 for (const seq of sequences.values()) finish(seq, 'cancelled');
 announce(true);
 if (promptFiles) {
-  takeFileResults(promptFiles.finish());
+  for (const result of promptFiles.finish()) fileJobDone(result);
   promptFiles.close();
 }
 while (persistOne(true));
