@@ -45,7 +45,7 @@ export class PromptFiles {
     return { worker, results: channel.port1 };
   }
 
-  /** Whether a save is in progress (then save() must wait). */
+  /** Whether a save is in progress (another must wait for it). */
   get saveBusy(): boolean {
     return this.saving;
   }
