@@ -140,20 +140,18 @@ function applyLoad(result: LoadResult): void {
   const state = 'state' in result ? result.state : undefined;
   if (!state) promptStore!.discard(load.entry.file, 'error' in result ? result.error : 'no state');
   if (!seq || seq.slot !== load.slot || !scheduler.isLoading(seq.id)) return;
+  // The slot's prefix-cache record is written when the request leaves it (finish), not here.
   if (state && context.seqStateSet(load.slot, state)) {
     const kept = Math.min(load.tokens, seq.prompt.length - 1);
     context.seqRemove(load.slot, kept, -1);
     promptStore!.touch(load.entry);
-    prefixCache.store(load.slot, load.entry.tokens, now());
-    persisted[load.slot] = load.entry.tokens;
     Atomics.add(status, StatusWord.CachedPromptTokens, kept);
     seq.cached = seq.computed = kept;
     scheduler.loaded(seq.id, kept);
     return;
   }
+  // The slot stays empty (emptied at admission; llama.cpp leaves it so when it refuses a state): computed cold.
   if (state) promptStore!.discard(load.entry.file, 'llama.cpp could not load its KV state');
-  context.seqRemove(load.slot, -1, -1);
-  prefixCache.clear(load.slot);
   scheduler.loaded(seq.id, 0);
 }
 
@@ -514,7 +512,6 @@ function launchStep(plan: StepPlan): number {
     }
   }
   sampledFor.fill(undefined as unknown as Sequence, nSample);
-  if (n === 0) return 0;
   if (context.decode(batchTokens, batchPositions, batchSeqIds, n, sampleAt, nSample) !== 0) {
     failStep(plan); // llama.cpp could not place the batch (no KV room, or aborted)
     return -1;
