@@ -2,7 +2,11 @@
 // source, same threads, same context/batch sizes, same KV layout (one stream per sequence).
 //
 //   npm run bench:engine -- [--model PATH] [--threads N] [--prefill N] [--gen N] [--parallel 1,2,4,8,16] [--repeats N]
-//                           [--flash-attention off|on|auto] [--gpu-layers N]
+//                           [--flash-attention off|on|auto] [--gpu-layers N] [--huge-pages on|off]
+//
+// --huge-pages is the engine's engine.huge_pages (default on, as in config/pensieve.toml; Linux only): the
+// model read into memory on transparent huge pages. llama-batched-bench keeps its default (the model file
+// mapped, small pages); --huge-pages off gives the engine the same memory, for its overhead alone.
 //
 // GPU: build the addon with PENSIEVE_GPU=cuda and run this with the same variable and --gpu-layers N (e.g. 99,
 // every layer); llama-batched-bench is then built with CUDA too and gets -ngl N.
@@ -34,6 +38,8 @@ interface Options {
   flashAttention: 'off' | 'on' | 'auto';
   /** Layers offloaded to the GPU on both sides (0: CPU only). */
   gpuLayers: number;
+  /** The engine's huge_pages setting (llama-batched-bench always maps the model file). */
+  hugePages: boolean;
 }
 
 function parseOptions(): Options {
@@ -47,12 +53,15 @@ function parseOptions(): Options {
       repeats: { type: 'string' },
       'flash-attention': { type: 'string' },
       'gpu-layers': { type: 'string' },
+      'huge-pages': { type: 'string' },
     },
   });
   const flashAttention = values['flash-attention'] ?? 'off';
   if (flashAttention !== 'off' && flashAttention !== 'on' && flashAttention !== 'auto') {
     throw new Error(`--flash-attention must be off, on or auto, got "${flashAttention}"`);
   }
+  const hugePages = values['huge-pages'] ?? 'on';
+  if (hugePages !== 'on' && hugePages !== 'off') throw new Error(`--huge-pages must be on or off, got "${hugePages}"`);
   const model = values.model ? resolve(values.model) : resolve(repoRoot, '../shared/models/random-qwen2-small-100m-q8_0.gguf');
   if (!existsSync(model)) {
     throw new Error(`model not found: ${model}\n(pass --model PATH; the default is ../shared/models/random-qwen2-small-100m-q8_0.gguf next to the repository)`);
@@ -68,6 +77,7 @@ function parseOptions(): Options {
     parallel: [...new Set(parallel)].sort((a, b) => a - b),
     repeats: positiveInt('repeats', values.repeats, 3),
     gpuLayers: nonNegativeInt('gpu-layers', values['gpu-layers'], 0),
+    hugePages: hugePages === 'on',
   };
 }
 
@@ -179,7 +189,7 @@ class PensieveSide {
     const engine = await Engine.start({
       modelPath: o.model, gpuLayers: o.gpuLayers, slots, contextPerSlot: cellsPerSequence(o), stepTokenBudget: BATCH,
       batchSize: BATCH, ubatchSize: BATCH, threads: o.threads, queueLength: slots, ringRecords: 256, streamIntervalMs: 20,
-      flashAttention: o.flashAttention,
+      flashAttention: o.flashAttention, hugePages: o.hugePages,
     });
     return new PensieveSide(engine, o);
   }
@@ -326,6 +336,7 @@ async function main(): Promise<void> {
   const out: string[] = [];
   out.push(`model: ${o.model}`);
   out.push(`threads: ${o.threads}; prompt ${o.prefill} tokens; ${o.gen} generated tokens per sequence; batch/ubatch ${BATCH}; flash attention ${o.flashAttention}; gpu layers ${o.gpuLayers}; ` +
+    `pensieve huge pages ${o.hugePages ? 'on' : 'off'} (llama.cpp: model file mapped); ` +
     `KV: one stream per sequence, ${Math.max(...o.parallel)} x ${cellsPerSequence(o)} cells; median of ${o.repeats}`);
   out.push(`machine: ${machine(o)}`);
   out.push('');

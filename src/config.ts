@@ -37,6 +37,7 @@ export interface RawConfig {
     ring_records: number;
     stream_interval_ms: number;
     flash_attention: FlashAttention;
+    huge_pages: boolean;
   };
   cache: { folder: string; max_mb: number };
   log: { level: LogLevel; prompts: boolean };
@@ -73,6 +74,8 @@ export interface PensieveConfig {
     ringRecords: number;
     streamIntervalMs: number;
     flashAttention: FlashAttention;
+    /** Model weights, KV cache and compute buffers in memory of transparent huge pages (Linux). */
+    hugePages: boolean;
   };
   /** `folder` is always an absolute path: '' in the TOML becomes the platform cache folder. */
   cache: { folder: string; maxMb: number };
@@ -132,6 +135,7 @@ const SECTIONS: Record<keyof RawConfig, Record<string, Prop>> = {
     ring_records: int(16, 65536),
     stream_interval_ms: int(0, 1000),
     flash_attention: { type: 'string', enum: [...FLASH_ATTENTION] },
+    huge_pages: { type: 'boolean' },
   },
   cache: { folder: str(), max_mb: int(0, 1048576) },
   log: { level: { type: 'string', enum: [...LOG_LEVELS] }, prompts: { type: 'boolean' } },
@@ -383,6 +387,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
       ringRecords: e.ring_records,
       streamIntervalMs: e.stream_interval_ms,
       flashAttention: e.flash_attention,
+      hugePages: e.huge_pages,
     },
     cache: { folder: c.folder ? path.resolve(expandHome(c.folder, env)) : defaultCacheFolder(env, platform), maxMb: c.max_mb },
     log: { level: raw.log.level, prompts: raw.log.prompts },

@@ -9,6 +9,8 @@ export interface ModelOptions {
   vocabOnly?: boolean;
   /** Layers offloaded to the GPU when a GPU backend is built: -1 all, 0 none. */
   gpuLayers?: number;
+  /** Map the model file (default) rather than read it into memory (which huge pages can back). */
+  mmap?: boolean;
 }
 
 export interface ModelInfo {
@@ -162,6 +164,8 @@ interface Addon {
   ChatTemplates: new (model: NativeModel, templateOverride?: string) => NativeChatTemplates;
   ChatParser: new (options: ChatParserOptions) => NativeChatParser;
   systemInfo(): string;
+  /** Whether ggml's large CPU buffers allocated from now on use transparent huge pages (false off Linux). */
+  useHugePages(on: boolean): boolean;
 }
 
 let addon: Addon | undefined;

@@ -7,6 +7,7 @@
 #include "chat_parser.h"
 #include "chat_templates.h"
 #include "context.h"
+#include "huge_pages.h"
 #include "model.h"
 
 // llama.cpp logs at info level by default; keep warnings and errors unless PENSIEVE_LLAMA_LOG=debug.
@@ -22,6 +23,12 @@ static Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), llama_print_system_info());
 }
 
+// useHugePages(on): boolean. Whether ggml's large CPU buffers allocated from now on use huge pages (false
+// where the addon cannot: off Linux).
+static Napi::Value UseHugePages(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), useHugePages(info[0].ToBoolean()));
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   static std::once_flag initialized;  // once per process, whichever thread loads the addon first
   std::call_once(initialized, [] {
@@ -33,6 +40,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ChatTemplates", ChatTemplates::Define(env));
   exports.Set("ChatParser", ChatParser::Define(env));
   exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
+  exports.Set("useHugePages", Napi::Function::New(env, UseHugePages));
   return exports;
 }
 

@@ -17,7 +17,7 @@ Napi::Function Model::Define(Napi::Env env) {
   });
 }
 
-// new Model(path, { vocabOnly, gpuLayers })
+// new Model(path, { vocabOnly, gpuLayers, mmap })
 Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
   Napi::Env env = info.Env();
   const std::string path = info[0].As<Napi::String>();
@@ -25,6 +25,7 @@ Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
   llama_model_params params = llama_model_default_params();
   params.vocab_only = opts.Has("vocabOnly") && opts.Get("vocabOnly").ToBoolean();
   if (opts.Has("gpuLayers")) params.n_gpu_layers = opts.Get("gpuLayers").ToNumber().Int32Value();
+  if (opts.Has("mmap") && !opts.Get("mmap").ToBoolean()) params.load_mode = LLAMA_LOAD_MODE_NONE;
   gpuLayers_ = params.n_gpu_layers;
   model_ = llama_model_load_from_file(path.c_str(), params);
   if (!model_) {

@@ -19,6 +19,7 @@ export function engineSettings(config: PensieveConfig): EngineSettings {
     ringRecords: 2 ** Math.ceil(Math.log2(e.ringRecords)),
     streamIntervalMs: e.streamIntervalMs,
     flashAttention: e.flashAttention,
+    hugePages: e.hugePages,
     promptCache: config.cache.maxMb > 0 ? { folder: join(config.cache.folder, 'prompts'), maxBytes: config.cache.maxMb * 2 ** 20 } : undefined,
   };
 }

@@ -67,6 +67,8 @@ export interface EngineSettings {
   streamIntervalMs: number;
   /** llama.cpp's flash attention (see config/pensieve.toml: off keeps cached output identical to cold). */
   flashAttention: 'off' | 'on' | 'auto';
+  /** Read the model into memory of transparent huge pages, the KV cache and buffers too (Linux only). */
+  hugePages: boolean;
   /**
    * Publish a step's tokens (text, stop sequences, rings) while the next step computes. Absent: when the whole
    * model runs on a GPU, where llama_decode returns before the step is done (on the CPU it would only hold each

@@ -32,6 +32,7 @@ export function startEngine(modelPath: string, settings: Partial<EngineSettings>
     ringRecords: 64,
     streamIntervalMs: 20,
     flashAttention: 'off',
+    hugePages: true,
     ...settings,
   }, log);
 }
