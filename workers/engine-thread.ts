@@ -67,7 +67,9 @@ interface Sequence {
 
 const { settings, commands, doorbell: doorbellBuffer, outputBell: outputBellBuffer, status: statusBuffer } = workerData as EngineThreadData;
 const addon = loadAddon();
-const model = new addon.Model(settings.modelPath, { gpuLayers: settings.gpuLayers });
+// With huge pages, the model is read into memory that can have them: the file's mmap cannot.
+const hugePages = addon.useHugePages(settings.hugePages);
+const model = new addon.Model(settings.modelPath, { gpuLayers: settings.gpuLayers, mmap: !hugePages });
 const context: NativeContext = new addon.Context(model, {
   contextSize: settings.slots * settings.contextPerSlot,
   batchSize: settings.batchSize,
