@@ -18,12 +18,6 @@ Napi::Function Context::Define(Napi::Env env) {
   });
 }
 
-static llama_sampler* newGreedyChain() {
-  llama_sampler* chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
-  llama_sampler_chain_add(chain, llama_sampler_init_greedy());
-  return chain;
-}
-
 void Context::freeGreedyChains() {
   for (llama_sampler* chain : greedyChains_) llama_sampler_free(chain);  // null-safe
   greedyChains_.clear();
@@ -62,15 +56,13 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
   // re-plan its graphs at the next decode, so that happens only when a sequence switches sampling mode.
   wholeModelOnGpu_ = model->wholeModelOnGpu();
   std::vector<llama_sampler_seq_config> chains;
-  if (model->outputOnGpu()) {
-    greedyChains_.resize(params.n_seq_max);
-    for (uint32_t seq = 0; seq < params.n_seq_max; seq++) {
-      greedyChains_[seq] = newGreedyChain();
-      chains.push_back({(llama_seq_id)seq, greedyChains_[seq]});
-    }
-    params.samplers = chains.data();
-    params.n_samplers = chains.size();
+  greedyChains_.resize(params.n_seq_max);
+  for (uint32_t seq = 0; seq < params.n_seq_max; seq++) {
+    greedyChains_[seq] = newGraphGreedyChain(&graphArgmax_);
+    chains.push_back({(llama_seq_id)seq, greedyChains_[seq]});
   }
+  params.samplers = chains.data();
+  params.n_samplers = chains.size();
   ctx_ = llama_init_from_model(model->get(), params);
   if (!ctx_) {
     freeGreedyChains();
@@ -130,9 +122,9 @@ Napi::Value Context::Configure(const Napi::CallbackInfo& info) {
     NAPI_THROW(Napi::Error::New(env, e.what()), env.Undefined());
   }
   // A chain is initialized for the backend once (when attached), so each attachment gets a new one.
-  const bool onGpu = p.temperature <= 0 && p.banned.empty() && g.grammar.empty();
-  if (!greedyChains_.empty() && onGpu != (greedyChains_[seq] != nullptr)) {
-    llama_sampler* chain = onGpu ? newGreedyChain() : nullptr;
+  const bool inGraph = p.temperature <= 0 && p.banned.empty() && g.grammar.empty();
+  if (inGraph != greedyInGraph(seq)) {
+    llama_sampler* chain = inGraph ? newGraphGreedyChain(&graphArgmax_) : nullptr;
     llama_set_sampler(ctx_, (llama_seq_id)seq, chain);
     if (greedyChains_[seq]) llama_sampler_free(greedyChains_[seq]);
     greedyChains_[seq] = chain;
@@ -190,7 +182,7 @@ Napi::Value Context::Sample(const Napi::CallbackInfo& info) {
   for (size_t j = 0; j < outputs_.size(); j++) {
     const int32_t at = outputs_[j];
     const llama_seq_id seq = batch_.seq_id[at][0];
-    sampled[j] = greedyOnGpu(seq) ? llama_get_sampled_token_ith(ctx_, at)
+    sampled[j] = greedyInGraph(seq) ? llama_get_sampled_token_ith(ctx_, at)
                                    : samplers_[seq].sample(llama_get_logits_ith(ctx_, at), nVocab_);
     if (sampled[j] == LLAMA_TOKEN_NULL) return Napi::Number::New(env, kNothingSampled);
   }

@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 #include <vector>
+#include "graph_greedy.h"
 #include "llama.h"
 #include "sampler.h"
 
@@ -35,10 +36,10 @@ class Context : public Napi::ObjectWrap<Context> {
   std::vector<SlotSampler> samplers_;  // one per sequence id
   std::vector<int32_t> outputs_;       // batch indices the last decode computed logits for, until sampled
   bool wholeModelOnGpu_ = false;       // llama_decode then only queues the step (it runs asynchronously)
-  // Greedy sampling inside the decode graph (an argmax on the GPU, so the logits stay there), when the output
-  // layer runs on a GPU; on the CPU, ggml's argmax is single-threaded and slower than our own. Per sequence:
-  // the llama.cpp greedy chain attached while that sequence samples greedily, else null (empty: not on a GPU).
+  // Greedy sampling inside the decode graph (graph_greedy.h), so the logits are not copied out. Per sequence:
+  // the chain attached while that sequence samples greedily, else null.
+  GraphArgmax graphArgmax_;
   std::vector<llama_sampler*> greedyChains_;
-  bool greedyOnGpu(llama_seq_id seq) const { return !greedyChains_.empty() && greedyChains_[seq] != nullptr; }
+  bool greedyInGraph(llama_seq_id seq) const { return greedyChains_[seq] != nullptr; }
   void freeGreedyChains();
 };

@@ -117,7 +117,7 @@ llama_token SlotSampler::sample(float* logits, int32_t nVocab) {
 // tracks an index per element and runs one compare at a time (0.15 ms for a 150k vocabulary, per
 // sequence per step). Here each block's maximum is taken lane-wise, and only the block holding the
 // highest one is searched for its index.
-static llama_token argmax(const float* x, int32_t n) {
+llama_token argmax(const float* x, int32_t n) {
   constexpr int32_t kLanes = 16, kBlock = 256;
   float best = -INFINITY;
   int32_t bestBlock = 0;

@@ -24,6 +24,9 @@ struct GrammarParams {
   std::vector<llama_token> prefill;  // tokens already in the prompt that the grammar must first accept
 };
 
+// The first index of the highest of x[0, n) (vectorizable: see sampler.cpp).
+llama_token argmax(const float* x, int32_t n);
+
 class SlotSampler {
  public:
   // Throws std::runtime_error when the grammar does not parse.
