@@ -11,9 +11,11 @@
 // GPU: build the addon with PENSIEVE_GPU=cuda and run this with the same variable and --gpu-layers N (e.g. 99,
 // every layer); llama-batched-bench is then built with CUDA too and gets -ngl N.
 //
-// The two sides run alternately, never at once, level by level (llama.cpp at N sequences, then Pensieve at
-// N), so slow drifts of this shared machine hit both alike; each side is warmed up once; every figure is the
-// median of the repeats. Output is Markdown, so it can be pasted into bench/RESULTS.md.
+// The two sides run alternately, never at once, level by level, in the order llama.cpp, Pensieve on even
+// repeats and Pensieve, llama.cpp on odd ones, so that a slow drift of this shared machine's speed favours
+// neither side; each side is warmed up once. Every figure is the median of the repeats; each ratio is the
+// median of the repeats' paired ratios (Pensieve over the llama.cpp run beside it), which cancels the drift
+// between repeats (the ratio of the two medians is printed too). Output is Markdown, for bench/RESULTS.md.
 import { spawnSync, execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -75,10 +77,18 @@ function parseOptions(): Options {
     gen: positiveInt('gen', values.gen, 128),
     flashAttention,
     parallel: [...new Set(parallel)].sort((a, b) => a - b),
-    repeats: positiveInt('repeats', values.repeats, 3),
+    repeats: positiveInt('repeats', values.repeats, 5),
     gpuLayers: nonNegativeInt('gpu-layers', values['gpu-layers'], 0),
     hugePages: hugePages === 'on',
   };
+}
+
+/** A reported figure: each side's median over the repeats, and the median of the repeats' ratios. */
+interface Row {
+  name: string;
+  llama: number;
+  ours: number;
+  paired: number;
 }
 
 /** One side's figures at one parallel level, in tokens per second (prefill and decode: 1 sequence only). */
@@ -315,24 +325,31 @@ async function main(): Promise<void> {
       for (const [i, n] of o.parallel.entries()) {
         const what = `${n} seq${n > 1 ? 's' : ''}, repeat ${r + 1}/${o.repeats}`;
         log(what);
-        runs.llama[i].push(await undisturbed(`llama.cpp, ${what}`, o.threads, () => runLlama(bin, o, n)));
-        runs.ours[i].push(await undisturbed(`pensieve, ${what}`, o.threads, () => pensieve.measure(n)));
+        const llama = (): Promise<Level> => undisturbed(`llama.cpp, ${what}`, o.threads, () => runLlama(bin, o, n));
+        const ours = (): Promise<Level> => undisturbed(`pensieve, ${what}`, o.threads, () => pensieve.measure(n));
+        if (r % 2 === 0) {
+          runs.llama[i].push(await llama());
+          runs.ours[i].push(await ours());
+        } else {
+          runs.ours[i].push(await ours());
+          runs.llama[i].push(await llama());
+        }
       }
     }
   } finally {
     await pensieve.close();
   }
-  const med = (side: Level[][], i: number, key: keyof Level): number => median(side[i].map((l) => l[key]));
   const one = o.parallel.indexOf(1);
-  const at = (n: number): number => o.parallel.indexOf(n);
-
-  const rows: Array<[string, number, number]> = [
-    [`prefill tok/s (1 seq, ${o.prefill}-token prompt)`, med(runs.llama, one, 'prefill'), med(runs.ours, one, 'prefill')],
-    ['decode tok/s (1 seq)', med(runs.llama, one, 'decode'), med(runs.ours, one, 'decode')],
-    ...o.parallel.map((n, i): [string, number, number] =>
-      [`aggregate decode tok/s, ${n} seq${n > 1 ? 's' : ''}`, med(runs.llama, i, 'aggregate'), med(runs.ours, i, 'aggregate')]),
+  const row = (name: string, i: number, key: keyof Level): Row => {
+    const llama = runs.llama[i].map((l) => l[key]);
+    const ours = runs.ours[i].map((l) => l[key]);
+    return { name, llama: median(llama), ours: median(ours), paired: median(ours.map((v, r) => v / llama[r])) };
+  };
+  const rows: Row[] = [
+    row(`prefill tok/s (1 seq, ${o.prefill}-token prompt)`, one, 'prefill'),
+    row('decode tok/s (1 seq)', one, 'decode'),
+    ...o.parallel.map((n, i) => row(`aggregate decode tok/s, ${n} seq${n > 1 ? 's' : ''}`, i, 'aggregate')),
   ];
-  const ratio = (a: number, b: number): number => b / a;
   const out: string[] = [];
   out.push(`model: ${o.model}`);
   out.push(`threads: ${o.threads}; prompt ${o.prefill} tokens; ${o.gen} generated tokens per sequence; batch/ubatch ${BATCH}; flash attention ${o.flashAttention}; gpu layers ${o.gpuLayers}; ` +
@@ -340,15 +357,15 @@ async function main(): Promise<void> {
     `KV: one stream per sequence, ${Math.max(...o.parallel)} x ${cellsPerSequence(o)} cells; median of ${o.repeats}`);
   out.push(`machine: ${machine(o)}`);
   out.push('');
-  out.push('| metric | llama.cpp | pensieve | ratio (pensieve / llama.cpp) |');
-  out.push('| --- | ---: | ---: | ---: |');
-  for (const [name, a, b] of rows) out.push(`| ${name} | ${fmt(a)} | ${fmt(b)} | ${ratio(a, b).toFixed(3)} |`);
+  out.push('| metric | llama.cpp | pensieve | ratio (paired) | ratio of medians |');
+  out.push('| --- | ---: | ---: | ---: | ---: |');
+  for (const r of rows) out.push(`| ${r.name} | ${fmt(r.llama)} | ${fmt(r.ours)} | ${r.paired.toFixed(3)} | ${(r.ours / r.llama).toFixed(3)} |`);
   out.push('');
   const check = (name: string, value: number, target: number): string =>
     `- ${name}: ${Number.isNaN(value) ? 'n/a' : value.toFixed(3)} (target >= ${target}) ${value >= target ? 'PASS' : 'FAIL'}`;
-  out.push(check('single-stream decode ratio', ratio(rows[1][1], rows[1][2]), TARGETS.singleDecode));
+  out.push(check('single-stream decode ratio (paired)', rows[1].paired, TARGETS.singleDecode));
   if (o.parallel.includes(8)) {
-    out.push(check('aggregate decode ratio at 8 sequences', ratio(med(runs.llama, at(8), 'aggregate'), med(runs.ours, at(8), 'aggregate')), TARGETS.aggregateAt8));
+    out.push(check('aggregate decode ratio at 8 sequences (paired)', rows[2 + o.parallel.indexOf(8)].paired, TARGETS.aggregateAt8));
   }
   out.push('');
   out.push('Definitions. llama.cpp: llama-batched-bench S_PP and S_TG (S_TG = sequences x generated tokens / time of the ' +
@@ -358,7 +375,8 @@ async function main(): Promise<void> {
   if (disturbed.length > 0) out.push('', `WARNING, measured while the machine was busy: ${disturbed.join('; ')}`);
   if (pensieve.cachedTokens > 0) out.push('', `WARNING: the engine served ${pensieve.cachedTokens} prompt tokens from its prefix cache.`);
   if (pensieve.earlyEnds.length > 0) out.push('', `Sequences that ended early: ${pensieve.earlyEnds.join('; ')}`);
-  out.push('', 'Every repeat, llama.cpp | pensieve, in order (1 seq: prefill/decode; N seqs: aggregate decode):');
+  out.push('', 'Every repeat, llama.cpp | pensieve, in order (1 seq: prefill/decode; N seqs: aggregate decode; ' +
+    'odd repeats ran Pensieve first):');
   for (const [i, n] of o.parallel.entries()) {
     const list = (side: Level[]): string => side.map((l) => (n === 1 ? `${fmt(l.prefill)}/${fmt(l.decode)}` : fmt(l.aggregate))).join(', ');
     out.push(`- ${n} seq${n > 1 ? 's' : ''}: ${list(runs.llama[i])} | ${list(runs.ours[i])}`);
