@@ -3,7 +3,7 @@
 //
 //   npm run bench:replay -- [--model PATH] [--threads N] [--turns N] [--sessions 1,4] [--max-tokens N]
 //                           [--prefix-tokens N] [--new-tokens N] [--llama-args "..."] [--servers pensieve,llama]
-//                           [--pensieve-fa off|on|auto]
+//                           [--pensieve-fa off|on|auto] [--slots N]
 //
 // A session starts with the request Claude Code really sent first (../shared/fixtures/claude-code-first-request.json:
 // system prompt, 12 tools, a first user message and a mid-conversation system message), its system prompt grown
@@ -12,7 +12,9 @@
 // none) and a user message with the tool_result(s), the main one carrying about --new-tokens tokens of new content.
 // With S sessions, all S share the system prompt and tools and differ from their first user prompt on; their turns
 // run in lockstep (turn t of every session is sent at once, then turn t+1). Each server is started fresh for each
-// session count, with S slots and an empty cache, so the first turn is always cold.
+// session count, with S slots and an empty cache, so the first turn is always cold. With --slots N, each gets
+// min(S, N) slots instead: more sessions than slots, so sessions evict each other's cached prefixes every turn
+// (Pensieve saves an evicted prefix to its cache folder and loads it back; llama-server keeps it in its RAM cache).
 //
 // Per turn: time to first token (from sending the request to the first content_block_delta of the stream) and
 // the prompt tokens each server computed: usage.input_tokens (Anthropic semantics: computed, not read from cache;
@@ -49,6 +51,8 @@ interface Options {
   servers: ServerKind[];
   /** Pensieve's engine.flash_attention, when given (else its config default). */
   pensieveFa: string | undefined;
+  /** Most slots per server (undefined: as many as sessions). */
+  slots: number | undefined;
 }
 
 function parseOptions(): Options {
@@ -64,6 +68,7 @@ function parseOptions(): Options {
       'llama-args': { type: 'string' },
       servers: { type: 'string' },
       'pensieve-fa': { type: 'string' },
+      slots: { type: 'string' },
     },
   });
   const model = values.model ? resolve(values.model) : resolve(repoRoot, '../shared/models/random-qwen2-small-100m-q8_0.gguf');
@@ -92,6 +97,7 @@ function parseOptions(): Options {
     llamaArgs,
     servers: [...new Set(servers)],
     pensieveFa: values['pensieve-fa'],
+    slots: values.slots === undefined ? undefined : positiveInt('slots', values.slots, 1),
   };
 }
 
@@ -437,13 +443,14 @@ function report(o: Options, results: Replay[], sizes: Record<string, string>, co
   out.push(`model: ${o.model}`);
   out.push(`machine: ${machine()}`);
   out.push(`threads: ${o.threads}; ${o.turns} turns per session; max_tokens ${o.maxTokens}, temperature 0, streaming; ` +
-    `about ${o.newTokens} new tokens per turn; slots = sessions, ${contextPerSlot} tokens of context per slot`);
+    `about ${o.newTokens} new tokens per turn; slots = ${o.slots === undefined ? 'sessions' : `min(sessions, ${o.slots})`}, ` +
+    `${contextPerSlot} tokens of context per slot`);
   out.push(`system + tools: ${sizes.prefix}`);
-  out.push(`pensieve: node dist/src/cli.js start with engine.slots = S, context_per_slot = ${contextPerSlot}, threads = ${o.threads}` +
+  out.push(`pensieve: node dist/src/cli.js start with engine.slots = slots, context_per_slot = ${contextPerSlot}, threads = ${o.threads}` +
     (o.pensieveFa === undefined ? ', other keys at their defaults (config/pensieve.toml)' : `, flash_attention = "${o.pensieveFa}"`) +
     '; an empty cache folder');
   out.push(`llama-server: ${join(bin, 'llama-server')} ${llamaServerArgs({ bin, model: o.model, slots: 0, contextPerSlot, threads: o.threads, extraArgs: o.llamaArgs })
-    .join(' ').replace('-np 0 -c 0', '-np S -c S*' + contextPerSlot).replace(o.model, 'MODEL').replace(llamaSourceDir, 'native/deps/llama.cpp')}`);
+    .join(' ').replace('-np 0 -c 0', '-np SLOTS -c SLOTS*' + contextPerSlot).replace(o.model, 'MODEL').replace(llamaSourceDir, 'native/deps/llama.cpp')}`);
   out.push('');
   out.push('TTFT: ms from sending the request to the first content_block_delta (one figure per session). ' +
     'computed: prompt tokens the server computed (usage.input_tokens, all sessions); cached: cache_read_input_tokens; ' +
@@ -541,14 +548,15 @@ async function main(): Promise<void> {
   let contextPerSlot = 0;
 
   for (const sessions of o.sessions) {
+    const slots = Math.min(sessions, o.slots ?? sessions);
     for (const kind of o.servers) {
       const first = results.length === 0 && contextPerSlot === 0;
       // Context per slot: sized once from the first server's count of a whole session, rounded up to 4096.
       const slotContext = contextPerSlot || 65_536;
-      log(`starting ${SERVER_NAMES[kind]} with ${sessions} slot(s)`);
+      log(`starting ${SERVER_NAMES[kind]} with ${slots} slot(s)`);
       const server = kind === 'pensieve'
-        ? await startPensieve({ model: o.model, slots: sessions, contextPerSlot: slotContext, threads: o.threads, engine: pensieveEngine(o) })
-        : await startLlamaServer({ bin, model: o.model, slots: sessions, contextPerSlot: slotContext, threads: o.threads, extraArgs: o.llamaArgs });
+        ? await startPensieve({ model: o.model, slots, contextPerSlot: slotContext, threads: o.threads, engine: pensieveEngine(o) })
+        : await startLlamaServer({ bin, model: o.model, slots, contextPerSlot: slotContext, threads: o.threads, extraArgs: o.llamaArgs });
       try {
         if (first) {
           const { before, after } = await sizePrefix(server, traffic, o);
@@ -578,17 +586,17 @@ async function main(): Promise<void> {
           // Restart with the context sized for the session.
           await server.stop();
           const again = kind === 'pensieve'
-            ? await startPensieve({ model: o.model, slots: sessions, contextPerSlot, threads: o.threads, engine: pensieveEngine(o) })
-            : await startLlamaServer({ bin, model: o.model, slots: sessions, contextPerSlot, threads: o.threads, extraArgs: o.llamaArgs });
+            ? await startPensieve({ model: o.model, slots, contextPerSlot, threads: o.threads, engine: pensieveEngine(o) })
+            : await startLlamaServer({ bin, model: o.model, slots, contextPerSlot, threads: o.threads, extraArgs: o.llamaArgs });
           try {
-            await warmUp(again, sessions);
+            await warmUp(again, slots);
             results.push(await replay(again, kind, traffic, o, sessions));
           } finally {
             await again.stop();
           }
           continue;
         }
-        await warmUp(server, sessions);
+        await warmUp(server, slots);
         results.push(await replay(server, kind, traffic, o, sessions));
       } finally {
         await server.stop();
