@@ -92,6 +92,8 @@ export interface NativeContext {
   seqPosMax(seq: number): number;
   /** The sequence's KV state, serialized by llama.cpp (llama_state_seq_get_data). */
   seqStateGet(seq: number): Buffer;
+  /** The size of seqStateGet's result, found without copying the state. */
+  seqStateSize(seq: number): number;
   /** Replaces the sequence's KV state; false, leaving it empty, when the data does not fit this context. */
   seqStateSet(seq: number, data: Uint8Array): boolean;
   info(): {

@@ -155,6 +155,38 @@ t.test('the engine answers requests while a prefix is being written: the save ru
   await second;
 });
 
+/** The file a slot's prefix is saved to: named by the hash of the tokens it holds (prompt, output but the last). */
+function prefixFile(folder: string, prompt: Int32Array, output: number[]): string {
+  const held = Int32Array.from([...prompt, ...output.slice(0, -1)]);
+  const name = createHash('sha256').update(Buffer.from(held.buffer)).digest('hex').slice(0, 32);
+  return join(folder, modelFingerprint(modelPath), `${name}.kv`);
+}
+
+t.test('two prefixes evicted at once are both saved, the second while the first is still being written', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
+  // Both saves' temporary files are FIFOs, so the first save blocks until the test reads it; the second must be
+  // queued behind it rather than skipped (a skipped prefix is lost: its slot is overwritten at once).
+  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const engine = await startEngine(modelPath, settings(folder));
+  t.teardown(() => engine.close());
+  const [a, b, c, d] = ['First of a pair', 'Second of a pair', 'A third one', 'And a fourth'].map((topic) => engine.tokenize(long(topic)));
+  const [coldA, coldB] = await Promise.all([a, b].map((p) => complete(engine, p, { maxTokens: 4, ignoreEos: true })));
+  const files = [prefixFile(folder, a, coldA.tokens), prefixFile(folder, b, coldB.tokens)];
+  for (const file of files) execFileSync('mkfifo', [`${file}.tmp`]);
+  // At once, long before an idle-time save: C and D take both slots.
+  await Promise.all([c, d].map((p) => complete(engine, p, { maxTokens: 4, ignoreEos: true })));
+  const written = await Promise.all(files.map((file) => drainFifo(`${file}.tmp`, 10_000)));
+  t.same(written.map((w) => w.subarray(0, 8).toString()), ['PNSVPC01', 'PNSVPC01'], 'both prefixes were written');
+  for (let i = 0; i < 100 && !files.every((f) => existsSync(f)); i++) await sleep(20);
+  // Renamed into place, each file is still the FIFO: put what went through it there instead.
+  files.forEach((file, i) => {
+    rmSync(file, { force: true });
+    writeFileSync(file, written[i]);
+  });
+  const again = await Promise.all([a, b].map((p) => complete(engine, p, { maxTokens: 4, ignoreEos: true })));
+  t.same(again.map((r) => r.final.cachedPromptTokens), [a.length - 1, b.length - 1], 'both restored from disk');
+  t.same(again.map((r) => r.tokens), [coldA.tokens, coldB.tokens]);
+});
+
 /** Writes `bytes` into a FIFO once its reader has opened it, without blocking (or gives up at the deadline). */
 async function fillFifo(path: string, bytes: Buffer, deadlineMs: number): Promise<void> {
   const end = Date.now() + deadlineMs;

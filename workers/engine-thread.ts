@@ -188,11 +188,13 @@ function persistOne(now = false): boolean {
 
 /**
  * Before a slot's contents are replaced by ones sharing only their first `kept` tokens: saves its prefix
- * if that loses a useful part not on disk yet, and no other save is under way. While requests keep coming, the
- * engine is never idle for the idle-time saves, and an evicted prefix would have to be computed again.
+ * if that loses a useful part not on disk yet, and the saves in progress leave room for its copy. While
+ * requests keep coming, the engine is never idle for the idle-time saves, and an evicted prefix would have to
+ * be computed again.
  */
 function saveBeforeEviction(slot: number, kept: number): void {
-  if (unsaved(slot) && prefixCache.heldBy(slot).length - kept >= MIN_SHARED_TOKENS && !promptFiles!.saveBusy) saveSlot(slot);
+  if (!unsaved(slot) || prefixCache.heldBy(slot).length - kept < MIN_SHARED_TOKENS) return;
+  if (promptFiles!.canSave(context.seqStateSize(slot))) saveSlot(slot);
 }
 
 /** A job the file thread finished: a saved prefix is indexed (or why not logged), a load applied. */

@@ -12,6 +12,7 @@ Napi::Function Context::Define(Napi::Env env) {
     InstanceMethod<&Context::SeqCopy>("seqCopy"),
     InstanceMethod<&Context::SeqPosMax>("seqPosMax"),
     InstanceMethod<&Context::SeqStateGet>("seqStateGet"),
+    InstanceMethod<&Context::SeqStateSize>("seqStateSize"),
     InstanceMethod<&Context::SeqStateSet>("seqStateSet"),
     InstanceMethod<&Context::Info>("info"),
     InstanceMethod<&Context::Free>("free"),
@@ -244,6 +245,13 @@ Napi::Value Context::SeqStateGet(const Napi::CallbackInfo& info) {
     NAPI_THROW(Napi::Error::New(env, "failed to read the sequence's KV state"), env.Undefined());
   }
   return out;
+}
+
+// seqStateSize(seq): number. The size of seqStateGet's result, found without copying the state.
+Napi::Value Context::SeqStateSize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
+  return Napi::Number::New(env, (double)llama_state_seq_get_size(ctx_, info[0].ToNumber().Int32Value()));
 }
 
 // seqStateSet(seq, data): boolean. Replaces the sequence's KV state with one from seqStateGet; false (and

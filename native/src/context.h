@@ -21,6 +21,7 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value SeqCopy(const Napi::CallbackInfo& info);
   Napi::Value SeqPosMax(const Napi::CallbackInfo& info);
   Napi::Value SeqStateGet(const Napi::CallbackInfo& info);
+  Napi::Value SeqStateSize(const Napi::CallbackInfo& info);
   Napi::Value SeqStateSet(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Free(const Napi::CallbackInfo& info);

@@ -2,8 +2,8 @@
 // moving a large KV state (hundreds of MB to GBs for a large model and a long prompt) never holds the
 // engine thread. To save, the engine copies a slot's state (it must: the slot may be reused at the next
 // step) and hands the copy over; to load, it admits the request and lets it wait for its state, while the
-// other sequences run. The thread rings the engine's doorbell when a job ends. One save at a time, so
-// that at most one copy waits to be written.
+// other sequences run. The thread rings the engine's doorbell when a job ends. The copies waiting to be
+// written are bounded (MAX_PENDING_SAVE_BYTES), except that one save is always allowed.
 import { MessageChannel, receiveMessageOnPort, type MessagePort, type Worker } from 'node:worker_threads';
 import { startWorker } from '../threads.js';
 
@@ -26,12 +26,20 @@ export interface PromptFilesData {
 
 /** How long shutdown waits for the jobs in progress. */
 const FINISH_TIMEOUT_MS = 60_000;
+/**
+ * Most bytes of state copies waiting to be written. Several slots are often evicted at once (a burst of
+ * requests), and a prefix not saved then is lost; 1 GiB holds a dozen 18k-token prefixes of a 0.5B model,
+ * or one of a 7B model.
+ */
+const MAX_PENDING_SAVE_BYTES = 2 ** 30;
 
 export class PromptFiles {
   /** Started at the first job: an engine that never saves or loads (tests, short runs) starts no thread. */
   private thread?: { worker: Worker; results: MessagePort };
   private readonly doorbell: Int32Array;
-  private saving = false;
+  /** The state sizes of the saves in progress, in the order the thread runs them. */
+  private readonly pendingSaves: number[] = [];
+  private pendingSaveBytes = 0;
   private jobs = 0;
 
   constructor(private readonly dir: string, private readonly doorbellBuffer: SharedArrayBuffer) {
@@ -45,16 +53,22 @@ export class PromptFiles {
     return { worker, results: channel.port1 };
   }
 
-  /** Whether a save is in progress (another must wait for it). */
+  /** Whether a save is in progress. */
   get saveBusy(): boolean {
-    return this.saving;
+    return this.pendingSaves.length > 0;
+  }
+
+  /** Whether a save of a state of `bytes` bytes may be submitted now. */
+  canSave(bytes: number): boolean {
+    return this.pendingSaves.length === 0 || this.pendingSaveBytes + bytes <= MAX_PENDING_SAVE_BYTES;
   }
 
   /** Hands a job over; a save's state memory moves to the file thread. */
   submit(job: FileJob): void {
     if (job.kind === 'save') {
-      if (this.saving) throw new Error('a save is already in progress');
-      this.saving = true;
+      if (!this.canSave(job.state.byteLength)) throw new Error('too many bytes of saves in progress');
+      this.pendingSaves.push(job.state.byteLength);
+      this.pendingSaveBytes += job.state.byteLength;
     }
     this.thread ??= this.start();
     this.jobs++;
@@ -67,7 +81,7 @@ export class PromptFiles {
     if (!received) return undefined;
     const result = received.message as FileResult;
     this.jobs--;
-    if (result.kind === 'save') this.saving = false;
+    if (result.kind === 'save') this.pendingSaveBytes -= this.pendingSaves.shift()!;
     return result;
   }
 
