@@ -38,7 +38,8 @@ void apply(llama_sampler*, llama_token_data_array* cur) {
 void freeSampler(llama_sampler*) {}  // the shared state belongs to the context
 
 bool backendInit(llama_sampler* smpl, ggml_backend_buffer_type_t buft, uint32_t) {
-  sharedOf(smpl)->onHost = ggml_backend_buft_is_host(buft);
+  ggml_backend_dev_t device = ggml_backend_buft_get_device(buft);
+  sharedOf(smpl)->onCpu = device && ggml_backend_dev_type(device) == GGML_BACKEND_DEVICE_TYPE_CPU;
   return true;
 }
 
@@ -57,7 +58,7 @@ void backendApply(llama_sampler* smpl, ggml_context* ctx, ggml_cgraph*, llama_sa
   if (padded->op == GGML_OP_PAD && padded->src[0] && padded->src[0]->ne[1] > row) logits = padded->src[0];
   if (shared->logits != logits) {
     shared->logits = logits;
-    shared->tokens = shared->onHost
+    shared->tokens = shared->onCpu
         ? ggml_custom_4d(ctx, GGML_TYPE_I32, logits->ne[1], 1, 1, 1, &logits, 1, argmaxRows, GGML_N_TASKS_MAX, nullptr)
         : ggml_argmax(ctx, logits);
     ggml_set_name(shared->tokens, "pensieve_greedy_tokens");

@@ -8,7 +8,7 @@ struct ggml_tensor;
 // What the greedy samplers of one context share while llama.cpp builds a graph: the argmax over all of the
 // graph's logits rows, built by the first sampler that needs it; each sampler's token is a view of its row.
 struct GraphArgmax {
-  bool onHost = false;             // the logits are in CPU memory (then our own argmax, else ggml's)
+  bool onCpu = false;              // the output layer runs on the CPU (then our own argmax, else ggml's)
   ggml_tensor* logits = nullptr;   // the graph's logits the tokens below were built from
   ggml_tensor* tokens = nullptr;   // I32, one per row of logits
 };
