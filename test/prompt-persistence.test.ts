@@ -2,10 +2,11 @@
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, constants, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { complete, startEngine, testModels } from './helpers/engine.js';
+import { drainFifo, fillFifo } from './helpers/fifo.js';
 import type { EngineSettings } from '../src/engine/types.js';
 import { modelFingerprint } from '../src/engine/prompt-store.js';
 
@@ -105,30 +106,6 @@ t.test('a prefix evicted while the engine is never idle is saved before it goes,
 });
 
 
-/** Reads a FIFO without blocking until its writer has written and closed it (or the deadline passes). */
-async function drainFifo(path: string, deadlineMs: number): Promise<Buffer> {
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  const chunks: Buffer[] = [];
-  try {
-    for (const end = Date.now() + deadlineMs; Date.now() < end;) {
-      const chunk = Buffer.alloc(1 << 20);
-      let n: number;
-      try {
-        n = readSync(fd, chunk);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-        n = -1; // the writer is there but has not written more yet
-      }
-      if (n > 0) chunks.push(chunk.subarray(0, n));
-      else if (n === 0 && chunks.length > 0) break; // written and closed
-      else await sleep(10);
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return Buffer.concat(chunks);
-}
-
 t.test('the engine answers requests while a prefix is being written: the save runs on its own thread', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
   // The save's temporary file is made a FIFO, so writing it blocks until the test reads it. Were the save on
   // the engine thread, the second request would get no answer until then.
@@ -186,32 +163,6 @@ t.test('two prefixes evicted at once are both saved, the second while the first 
   t.same(again.map((r) => r.final.cachedPromptTokens), [a.length - 1, b.length - 1], 'both restored from disk');
   t.same(again.map((r) => r.tokens), [coldA.tokens, coldB.tokens]);
 });
-
-/** Writes `bytes` into a FIFO once its reader has opened it, without blocking (or gives up at the deadline). */
-async function fillFifo(path: string, bytes: Buffer, deadlineMs: number): Promise<void> {
-  const end = Date.now() + deadlineMs;
-  let fd = -1;
-  while (fd < 0 && Date.now() < end) {
-    try {
-      fd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err; // no reader yet
-      await sleep(10);
-    }
-  }
-  try {
-    for (let done = 0; done < bytes.length && Date.now() < end;) {
-      try {
-        done += writeSync(fd, bytes, done);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err; // the pipe is full
-        await sleep(5);
-      }
-    }
-  } finally {
-    if (fd >= 0) closeSync(fd);
-  }
-}
 
 t.test('while a request waits for its prefix to be read from disk, the engine serves the others', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
   // Once the second engine has indexed the saved file, it is swapped for a FIFO, so reading it blocks until

@@ -1,5 +1,5 @@
 // The prompt cache's file thread (src/engine/prompt-files.ts): writes and reads prefix files for the engine.
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { readPrefix, writePrefix } from '../src/engine/prompt-store.js';
 import type { FileJob, FileResult, PromptFilesData } from '../src/engine/prompt-files.js';
 
@@ -20,9 +20,27 @@ function run(job: FileJob): { result: FileResult; transfer: ArrayBuffer[] } {
   }
 }
 
+/** Jobs received but not run yet. */
+const queue: FileJob[] = [];
+
+/**
+ * Runs every job received, loads first: a request waits in its slot for each load, while a save only holds
+ * a copy of a state. Saves keep their order (the engine counts their memory in that order).
+ */
+function runAll(): void {
+  for (;;) {
+    for (let m = receiveMessageOnPort(parentPort!); m; m = receiveMessageOnPort(parentPort!)) queue.push(m.message as FileJob);
+    const load = queue.findIndex((job) => job.kind === 'load');
+    const [job] = queue.splice(load >= 0 ? load : 0, 1);
+    if (!job) return;
+    const { result, transfer } = run(job);
+    results.postMessage(result, transfer);
+    Atomics.add(doorbell, 0, 1);
+    Atomics.notify(doorbell, 0);
+  }
+}
+
 parentPort!.on('message', (job: FileJob) => {
-  const { result, transfer } = run(job);
-  results.postMessage(result, transfer);
-  Atomics.add(doorbell, 0, 1);
-  Atomics.notify(doorbell, 0);
+  queue.push(job);
+  runAll();
 });

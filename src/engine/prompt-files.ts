@@ -2,8 +2,9 @@
 // moving a large KV state (hundreds of MB to GBs for a large model and a long prompt) never holds the
 // engine thread. To save, the engine copies a slot's state (it must: the slot may be reused at the next
 // step) and hands the copy over; to load, it admits the request and lets it wait for its state, while the
-// other sequences run. The thread rings the engine's doorbell when a job ends. The copies waiting to be
-// written are bounded (MAX_PENDING_SAVE_BYTES), except that one save is always allowed.
+// other sequences run. The thread rings the engine's doorbell when a job ends, and runs waiting loads before
+// waiting saves. The copies waiting to be written are bounded (MAX_PENDING_SAVE_BYTES), except that one save
+// is always allowed.
 import { MessageChannel, receiveMessageOnPort, type MessagePort, type Worker } from 'node:worker_threads';
 import { startWorker } from '../threads.js';
 
