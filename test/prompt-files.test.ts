@@ -2,12 +2,12 @@
 // KV states from the addon: the order in which it runs its jobs.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadAddon } from '../src/native.js';
 import { PromptFiles, type FileResult } from '../src/engine/prompt-files.js';
+import { prefixFile } from '../src/engine/prompt-store.js';
 import { drainFifo } from './helpers/fifo.js';
 import { tinyModelPath } from './helpers/models.js';
 
@@ -31,8 +31,7 @@ t.test('a load submitted behind queued saves runs before them', { skip: process.
   // The first save's temporary file is a FIFO: the thread blocks on it until the test reads it, so the second
   // save and the load are both waiting by then (or all three are, if the thread had not started yet).
   const dir = mkdtempSync(join(tmpdir(), 'pensieve-files-'));
-  const name = createHash('sha256').update(Buffer.from(held[0].buffer)).digest('hex').slice(0, 32);
-  const fifo = join(dir, `${name}.kv.tmp`);
+  const fifo = `${prefixFile(dir, held[0])}.tmp`;
   execFileSync('mkfifo', [fifo]);
   const files = new PromptFiles(dir, new SharedArrayBuffer(4));
   t.teardown(() => files.close());

@@ -1,14 +1,13 @@
 // Cached prefixes kept across restarts (src/engine/prompt-store.ts), on the real engine and model.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { complete, startEngine, testModels } from './helpers/engine.js';
 import { drainFifo, fillFifo } from './helpers/fifo.js';
 import type { EngineSettings } from '../src/engine/types.js';
-import { modelFingerprint } from '../src/engine/prompt-store.js';
+import { modelFingerprint, prefixFile } from '../src/engine/prompt-store.js';
 
 const chat = (text: string): string => `<|im_start|>user\n${text}<|im_end|>\n<|im_start|>assistant\n`;
 const modelPath = (await testModels())[0].path;
@@ -106,6 +105,11 @@ t.test('a prefix evicted while the engine is never idle is saved before it goes,
 });
 
 
+/** The file a slot's prefix is saved to: it holds the prompt and the output but its last token (never decoded). */
+function savedPrefixFile(folder: string, prompt: Int32Array, output: number[]): string {
+  return prefixFile(join(folder, modelFingerprint(modelPath)), Int32Array.from([...prompt, ...output.slice(0, -1)]));
+}
+
 t.test('the engine answers requests while a prefix is being written: the save runs on its own thread', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
   // The save's temporary file is made a FIFO, so writing it blocks until the test reads it. Were the save on
   // the engine thread, the second request would get no answer until then.
@@ -114,10 +118,7 @@ t.test('the engine answers requests while a prefix is being written: the save ru
   t.teardown(() => engine.close());
   const prompt = engine.tokenize(long('Blocked save'));
   const first = await complete(engine, prompt, { maxTokens: 4, ignoreEos: true });
-  // The slot holds the prompt and the generated tokens but the last (never decoded).
-  const held = Int32Array.from([...prompt, ...first.tokens.slice(0, -1)]);
-  const name = createHash('sha256').update(Buffer.from(held.buffer)).digest('hex').slice(0, 32);
-  const file = join(folder, modelFingerprint(modelPath), `${name}.kv`);
+  const file = savedPrefixFile(folder, prompt, first.tokens);
   execFileSync('mkfifo', [`${file}.tmp`]);
   await sleep(1500); // the engine has been idle for a second: the save has started, and waits on the FIFO
 
@@ -132,12 +133,6 @@ t.test('the engine answers requests while a prefix is being written: the save ru
   await second;
 });
 
-/** The file a slot's prefix is saved to: named by the hash of the tokens it holds (prompt, output but the last). */
-function prefixFile(folder: string, prompt: Int32Array, output: number[]): string {
-  const held = Int32Array.from([...prompt, ...output.slice(0, -1)]);
-  const name = createHash('sha256').update(Buffer.from(held.buffer)).digest('hex').slice(0, 32);
-  return join(folder, modelFingerprint(modelPath), `${name}.kv`);
-}
 
 t.test('two prefixes evicted at once are both saved, the second while the first is still being written', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
   // Both saves' temporary files are FIFOs, so the first save blocks until the test reads it; the second must be
@@ -147,7 +142,7 @@ t.test('two prefixes evicted at once are both saved, the second while the first 
   t.teardown(() => engine.close());
   const [a, b, c, d] = ['First of a pair', 'Second of a pair', 'A third one', 'And a fourth'].map((topic) => engine.tokenize(long(topic)));
   const [coldA, coldB] = await Promise.all([a, b].map((p) => complete(engine, p, { maxTokens: 4, ignoreEos: true })));
-  const files = [prefixFile(folder, a, coldA.tokens), prefixFile(folder, b, coldB.tokens)];
+  const files = [savedPrefixFile(folder, a, coldA.tokens), savedPrefixFile(folder, b, coldB.tokens)];
   for (const file of files) execFileSync('mkfifo', [`${file}.tmp`]);
   // At once, long before an idle-time save: C and D take both slots.
   await Promise.all([c, d].map((p) => complete(engine, p, { maxTokens: 4, ignoreEos: true })));

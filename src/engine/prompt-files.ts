@@ -40,7 +40,6 @@ export class PromptFiles {
   private readonly doorbell: Int32Array;
   /** The state sizes of the saves in progress, in the order the thread runs them. */
   private readonly pendingSaves: number[] = [];
-  private pendingSaveBytes = 0;
   private jobs = 0;
 
   constructor(private readonly dir: string, private readonly doorbellBuffer: SharedArrayBuffer) {
@@ -61,7 +60,7 @@ export class PromptFiles {
 
   /** Whether a save of a state of `bytes` bytes may be submitted now. */
   canSave(bytes: number): boolean {
-    return this.pendingSaves.length === 0 || this.pendingSaveBytes + bytes <= MAX_PENDING_SAVE_BYTES;
+    return this.pendingSaves.length === 0 || this.pendingSaves.reduce((a, b) => a + b, bytes) <= MAX_PENDING_SAVE_BYTES;
   }
 
   /** Hands a job over; a save's state memory moves to the file thread. */
@@ -69,7 +68,6 @@ export class PromptFiles {
     if (job.kind === 'save') {
       if (!this.canSave(job.state.byteLength)) throw new Error('too many bytes of saves in progress');
       this.pendingSaves.push(job.state.byteLength);
-      this.pendingSaveBytes += job.state.byteLength;
     }
     this.thread ??= this.start();
     this.jobs++;
@@ -82,7 +80,7 @@ export class PromptFiles {
     if (!received) return undefined;
     const result = received.message as FileResult;
     this.jobs--;
-    if (result.kind === 'save') this.pendingSaveBytes -= this.pendingSaves.shift()!;
+    if (result.kind === 'save') this.pendingSaves.shift();
     return result;
   }
 

@@ -67,6 +67,12 @@ function packState(state: Buffer, slot: number, slots: number): Buffer[] | undef
   return [state.subarray(0, PREAMBLE), state.subarray(start, end)];
 }
 
+/** The file in `dir` that the prefix `tokens` is saved to: named by a hash of its tokens. */
+export function prefixFile(dir: string, tokens: Int32Array): string {
+  const tokenBytes = Buffer.from(tokens.buffer, tokens.byteOffset, tokens.byteLength);
+  return join(dir, `${createHash('sha256').update(tokenBytes).digest('hex').slice(0, 32)}${SUFFIX}`);
+}
+
 /**
  * Writes a slot's state for `tokens` into the folder `dir` (under a temporary name, then renamed, so that a
  * reader never sees half a file); returns the file and its size. Throws when the state is not a slot's or
@@ -83,7 +89,7 @@ export function writePrefix(dir: string, tokens: Int32Array, state: Buffer, slot
   const header = Buffer.from(JSON.stringify({ tokens: tokens.length, stateBytes, sha256 } satisfies Header));
   const length = Buffer.alloc(4);
   length.writeUInt32LE(header.length);
-  const file = join(dir, `${createHash('sha256').update(tokenBytes).digest('hex').slice(0, 32)}${SUFFIX}`);
+  const file = prefixFile(dir, tokens);
   const temporary = `${file}.tmp`;
   try {
     const fd = openSync(temporary, 'w');
