@@ -3,7 +3,7 @@
 //
 //   npm run bench:replay -- [--model PATH] [--threads N] [--turns N] [--sessions 1,4] [--max-tokens N]
 //                           [--prefix-tokens N] [--new-tokens N] [--llama-args "..."] [--servers pensieve,llama]
-//                           [--pensieve-fa off|on|auto] [--slots N]
+//                           [--pensieve-fa off|on|auto] [--slots N] [--shared-opening]
 //
 // A session starts with the request Claude Code really sent first (../shared/fixtures/claude-code-first-request.json:
 // system prompt, 12 tools, a first user message and a mid-conversation system message), its system prompt grown
@@ -15,6 +15,9 @@
 // session count, with S slots and an empty cache, so the first turn is always cold. With --slots N, each gets
 // min(S, N) slots instead: more sessions than slots, so sessions evict each other's cached prefixes every turn
 // (Pensieve saves an evicted prefix to its cache folder and loads it back; llama-server keeps it in its RAM cache).
+// With --shared-opening, all sessions send the same first request (session 1's) and differ from turn 2 on, by their
+// tool results: sessions forked from one context, like Claude Code's parallel calls, whose own parts are only their
+// turns (by default each session's own part also holds the fixture's 9 KB system message after its prompt).
 //
 // Per turn: time to first token (from sending the request to the first content_block_delta of the stream) and
 // the prompt tokens each server computed: usage.input_tokens (Anthropic semantics: computed, not read from cache;
@@ -53,6 +56,8 @@ interface Options {
   pensieveFa: string | undefined;
   /** Most slots per server (undefined: as many as sessions). */
   slots: number | undefined;
+  /** Every session sends the same first request and differs from turn 2 on. */
+  sharedOpening: boolean;
 }
 
 function parseOptions(): Options {
@@ -69,6 +74,7 @@ function parseOptions(): Options {
       servers: { type: 'string' },
       'pensieve-fa': { type: 'string' },
       slots: { type: 'string' },
+      'shared-opening': { type: 'boolean' },
     },
   });
   const model = values.model ? resolve(values.model) : resolve(repoRoot, '../shared/models/random-qwen2-small-100m-q8_0.gguf');
@@ -98,6 +104,7 @@ function parseOptions(): Options {
     servers: [...new Set(servers)],
     pensieveFa: values['pensieve-fa'],
     slots: values.slots === undefined ? undefined : positiveInt('slots', values.slots, 1),
+    sharedOpening: values['shared-opening'] ?? false,
   };
 }
 
@@ -347,7 +354,7 @@ interface Replay {
 }
 
 async function replay(server: RunningServer, kind: ServerKind, traffic: Traffic, o: Options, sessions: number): Promise<Replay> {
-  const conversations = Array.from({ length: sessions }, (_, s) => firstMessages(traffic, s));
+  const conversations = Array.from({ length: sessions }, (_, s) => firstMessages(traffic, o.sharedOpening ? 0 : s));
   const turns: TurnResult[] = [];
   for (let t = 1; t <= o.turns; t++) {
     const promptTokens = await Promise.all(conversations.map((messages) => countTokens(server, traffic.base, messages)));
@@ -446,6 +453,7 @@ function report(o: Options, results: Replay[], sizes: Record<string, string>, co
     `about ${o.newTokens} new tokens per turn; slots = ${o.slots === undefined ? 'sessions' : `min(sessions, ${o.slots})`}, ` +
     `${contextPerSlot} tokens of context per slot`);
   out.push(`system + tools: ${sizes.prefix}`);
+  out.push(`sessions differ from ${o.sharedOpening ? 'turn 2 on (--shared-opening: one first request for all)' : 'their first user prompt on'}`);
   out.push(`pensieve: node dist/src/cli.js start with engine.slots = slots, context_per_slot = ${contextPerSlot}, threads = ${o.threads}` +
     (o.pensieveFa === undefined ? ', other keys at their defaults (config/pensieve.toml)' : `, flash_attention = "${o.pensieveFa}"`) +
     '; an empty cache folder');
@@ -526,7 +534,9 @@ function report(o: Options, results: Replay[], sizes: Record<string, string>, co
     if (shared > 0 && own > 0) {
       out.push('', `With perfect sharing, ${many} sessions would compute about ${shared} + ${many} x ${own} tokens ` +
         `(shared prefix once, each session's own ${own}): a ratio of ${f3((shared + many * own) / (shared + own))} to one session ` +
-        `(${SERVER_NAMES[one.server]}'s 1-session run, shared prefix = system + tools + the first user message's shared block).`);
+        `(${SERVER_NAMES[one.server]}'s 1-session run, shared prefix = ${o.sharedOpening
+          ? 'the first request (the identical first answer after it not counted)'
+          : "system + tools + the first user message's shared block"}).`);
     }
   }
   const busy = results.flatMap((r) => r.turns.map((t, i) => ({ r, t, i }))).filter(({ t }) => t.otherLoad >= 0.1);
@@ -534,6 +544,15 @@ function report(o: Options, results: Replay[], sizes: Record<string, string>, co
     out.push('', `WARNING, other processes were busy during: ${busy.map(({ r, t, i }) => `${SERVER_NAMES[r.server]} ${r.sessions}s turn ${i + 1} (${t.otherLoad.toFixed(2)} cores)`).join('; ')}`);
   }
   return out.join('\n');
+}
+
+/** Prompt tokens all sessions share: with a shared opening its first request, else all before the own prompt. */
+async function sharedPrefixTokens(server: RunningServer, traffic: Traffic, o: Options, systemAndTools: number): Promise<number> {
+  if (o.sharedOpening) return countTokens(server, traffic.base, firstMessages(traffic, 0));
+  const m0 = structuredClone(traffic.messages[0]);
+  if (!Array.isArray(m0.content)) return systemAndTools;
+  m0.content = m0.content.slice(0, m0.content.map((b) => b.type).lastIndexOf('text'));
+  return m0.content.length > 0 ? countTokens(server, traffic.base, [m0]) : systemAndTools;
 }
 
 const pensieveEngine = (o: Options): Record<string, string> =>
@@ -564,16 +583,7 @@ async function main(): Promise<void> {
             ? `${after} tokens (fixture as captured)`
             : `${before} tokens in the fixture, grown to ${after} with ${traffic.grownParagraphs} filler paragraphs of 80 words in the system prompt`;
           sizes.prefix += ` (count_tokens of ${SERVER_NAMES[kind]} with a one-word user message)`;
-          // The shared prefix: everything before the first session's own prompt.
-          const shared = structuredClone(traffic.messages);
-          const m0 = shared[0];
-          if (Array.isArray(m0.content)) {
-            const i = m0.content.map((b) => b.type).lastIndexOf('text');
-            m0.content = m0.content.slice(0, i);
-          }
-          sizes.sharedTokens = String(Array.isArray(m0.content) && m0.content.length > 0
-            ? await countTokens(server, traffic.base, [m0])
-            : after);
+          sizes.sharedTokens = String(await sharedPrefixTokens(server, traffic, o, after));
           // A whole session: grow the conversation without a server, to size the context.
           const whole = firstMessages(traffic, 0);
           for (let t = 1; t < o.turns; t++) {
