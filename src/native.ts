@@ -39,6 +39,13 @@ export interface TokenPieces {
 
 export interface NativeModel {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
+  /**
+   * The same tokens as tokenize(text, true, true), tokenized in pieces cut after special tokens; the tokens of
+   * recent pieces are kept, so a prompt that repeats an earlier one's text is tokenized only where it differs.
+   */
+  tokenizePrompt(text: string): Int32Array;
+  /** Where tokenizePrompt cuts text: the end (a UTF-8 byte offset) of each piece. */
+  promptPieceEnds(text: string): Uint32Array;
   detokenize(tokens: Int32Array, renderSpecial: boolean): string;
   tokenPieces(): TokenPieces;
   info(): ModelInfo;

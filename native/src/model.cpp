@@ -9,6 +9,8 @@
 Napi::Function Model::Define(Napi::Env env) {
   return DefineClass(env, "Model", {
     InstanceMethod<&Model::Tokenize>("tokenize"),
+    InstanceMethod<&Model::TokenizePrompt>("tokenizePrompt"),
+    InstanceMethod<&Model::PromptPieceEnds>("promptPieceEnds"),
     InstanceMethod<&Model::Detokenize>("detokenize"),
     InstanceMethod<&Model::TokenPieces>("tokenPieces"),
     InstanceMethod<&Model::Info>("info"),
@@ -69,6 +71,33 @@ Napi::Value Model::Tokenize(const Napi::CallbackInfo& info) {
   int32_t n = -llama_tokenize(vocab_, text.data(), (int32_t)text.size(), nullptr, 0, addSpecial, parseSpecial);
   auto out = Napi::Int32Array::New(env, n);
   if (n > 0) llama_tokenize(vocab_, text.data(), (int32_t)text.size(), out.Data(), n, addSpecial, parseSpecial);
+  return out;
+}
+
+PromptTokenizer& Model::promptTokenizer() {
+  if (!promptTokenizer_) promptTokenizer_ = std::make_unique<PromptTokenizer>(model_);
+  return *promptTokenizer_;
+}
+
+// tokenizePrompt(text): Int32Array, as tokenize(text, true, true), reusing the tokens of pieces seen before.
+Napi::Value Model::TokenizePrompt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ensureLoaded(env);
+  if (env.IsExceptionPending()) return env.Undefined();
+  const std::vector<llama_token> tokens = promptTokenizer().tokenize(info[0].As<Napi::String>());
+  auto out = Napi::Int32Array::New(env, tokens.size());
+  std::copy(tokens.begin(), tokens.end(), out.Data());
+  return out;
+}
+
+// promptPieceEnds(text): Uint32Array, the UTF-8 byte offsets where tokenizePrompt cuts text into pieces.
+Napi::Value Model::PromptPieceEnds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ensureLoaded(env);
+  if (env.IsExceptionPending()) return env.Undefined();
+  const std::vector<size_t> ends = promptTokenizer().pieceEnds(info[0].As<Napi::String>());
+  auto out = Napi::Uint32Array::New(env, ends.size());
+  std::copy(ends.begin(), ends.end(), out.Data());
   return out;
 }
 
@@ -175,6 +204,7 @@ Napi::Value Model::Meta(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Model::Free(const Napi::CallbackInfo& info) {
+  promptTokenizer_.reset();
   if (model_) llama_model_free(model_);
   model_ = nullptr;
   vocab_ = nullptr;

@@ -2,6 +2,9 @@
 #pragma once
 #include <napi.h>
 #include "llama.h"
+#include "prompt_tokenizer.h"
+
+#include <memory>
 
 class Model : public Napi::ObjectWrap<Model> {
  public:
@@ -18,6 +21,8 @@ class Model : public Napi::ObjectWrap<Model> {
 
  private:
   Napi::Value Tokenize(const Napi::CallbackInfo& info);
+  Napi::Value TokenizePrompt(const Napi::CallbackInfo& info);
+  Napi::Value PromptPieceEnds(const Napi::CallbackInfo& info);
   Napi::Value Detokenize(const Napi::CallbackInfo& info);
   Napi::Value TokenPieces(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
@@ -25,8 +30,10 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value Free(const Napi::CallbackInfo& info);
 
   void ensureLoaded(Napi::Env env) const;
+  PromptTokenizer& promptTokenizer();
 
   llama_model* model_ = nullptr;
   const llama_vocab* vocab_ = nullptr;
   int32_t gpuLayers_ = 0;
+  std::unique_ptr<PromptTokenizer> promptTokenizer_;  // made on first use
 };

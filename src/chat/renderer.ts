@@ -73,9 +73,10 @@ export class ChatRenderer {
 
   /**
    * The template writes special tokens (<|im_start|> ...) as text: parse them as such. BOS is left to the
-   * tokenizer (the chat layer strips it from the text when the vocabulary adds it).
+   * tokenizer (the chat layer strips it from the text when the vocabulary adds it). A conversation's next
+   * request repeats its earlier text, whose tokens the vocabulary keeps (tokenizePrompt).
    */
   private tokenize(prompt: string): Int32Array {
-    return this.vocab.tokenize(prompt, true, true);
+    return this.vocab.tokenizePrompt(prompt);
   }
 }
