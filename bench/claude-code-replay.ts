@@ -28,15 +28,17 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
+import {
+  assistantTurn, filler, firstMessages, loadTraffic, sizePrefix, toolResults,
+  type BaseBody, type Block, type Message, type RequestBody, type Traffic,
+} from './claude-code-traffic.js';
 import { buildLlamaTools, llamaSourceDir, repoRoot } from './llama-tools.js';
 import { positiveInt } from './options.js';
 import {
   PENSIEVE_KEY, llamaServerArgs, machineTicks, processTicks, startLlamaServer, startPensieve, type RunningServer,
 } from './servers.js';
 
-const MIN_PREFIX_TOKENS = 15_000; // system + tools below this are grown to --prefix-tokens
 const TARGETS = { repeatedTtftRatio: 0.10, prefillRatio4: 1.25 };
-const FIXTURE = resolve(repoRoot, '../shared/fixtures/claude-code-first-request.json');
 const QWEN25_TEMPLATE = join(llamaSourceDir, 'models', 'templates', 'Qwen-Qwen2.5-7B-Instruct.jinja');
 
 type ServerKind = 'pensieve' | 'llama';
@@ -79,7 +81,6 @@ function parseOptions(): Options {
   });
   const model = values.model ? resolve(values.model) : resolve(repoRoot, '../shared/models/random-qwen2-small-100m-q8_0.gguf');
   if (!existsSync(model)) throw new Error(`model not found: ${model} (pass --model PATH)`);
-  if (!existsSync(FIXTURE)) throw new Error(`fixture not found: ${FIXTURE}`);
   const sessions = [...new Set((values.sessions ?? '1,4').split(',').map((s) => positiveInt('sessions', s.trim(), 1)))].sort((a, b) => a - b);
   const servers = (values.servers ?? 'pensieve,llama').split(',').map((s) => s.trim()) as ServerKind[];
   for (const s of servers) if (!(s in SERVER_NAMES)) throw new Error(`--servers: unknown server "${s}" (pensieve, llama)`);
@@ -105,107 +106,6 @@ function parseOptions(): Options {
     pensieveFa: values['pensieve-fa'],
     slots: values.slots === undefined ? undefined : positiveInt('slots', values.slots, 1),
     sharedOpening: values['shared-opening'] ?? false,
-  };
-}
-
-// ---- the traffic ----
-
-type Block = { type: string; [key: string]: unknown };
-interface Message { role: string; content: string | Block[] }
-/** The request fields every turn shares (everything but the messages). */
-interface BaseBody {
-  model: string;
-  system: Block[];
-  tools: Block[];
-  [key: string]: unknown;
-}
-interface RequestBody extends BaseBody {
-  messages: Message[];
-}
-
-const WORDS = ('alpha beta gamma delta file line edit read write command path tool check test build run note value index ' +
-  'module server client token stream cache model prompt request response error status field option').split(' ');
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Filler prose like the fixture's: `count` words of its vocabulary, 12 to a line, picked by a seeded PRNG. */
-function filler(seed: number, count: number): string {
-  const next = rng(seed);
-  const words = Array.from({ length: count }, () => WORDS[Math.floor(next() * WORDS.length)]);
-  const lines: string[] = [];
-  for (let i = 0; i < words.length; i += 12) lines.push(words.slice(i, i + 12).join(' '));
-  return lines.join('\n');
-}
-
-interface Traffic {
-  /** The request fields every turn of every session shares (system, tools, model, sampling, ...). */
-  base: BaseBody;
-  /** The fixture's messages; the last text block of the first (user) message is each session's own prompt. */
-  messages: Message[];
-  /** Filler paragraphs appended to the system prompt (0 when it was already large enough). */
-  grownParagraphs: number;
-}
-
-function loadTraffic(o: Options): Traffic {
-  const fixture = JSON.parse(readFileSync(FIXTURE, 'utf8')) as { body: RequestBody };
-  const { messages, system, tools, ...rest } = fixture.body;
-  return {
-    base: { ...rest, system, tools, max_tokens: o.maxTokens, temperature: 0, stream: true },
-    messages,
-    grownParagraphs: 0,
-  };
-}
-
-/** The system prompt with `paragraphs` filler paragraphs (80 words each) appended to its last block. */
-function grownSystem(system: Block[], paragraphs: number): Block[] {
-  if (paragraphs === 0) return system;
-  const extra = Array.from({ length: paragraphs }, (_, i) => filler(10_000 + i, 80)).join('\n\n');
-  const last = system[system.length - 1];
-  return [...system.slice(0, -1), { ...last, text: `${String(last.text)}\n\n${extra}` }];
-}
-
-/** Session s's first messages: the fixture's, with the user's own prompt (last text block) made unique. */
-function firstMessages(traffic: Traffic, s: number): Message[] {
-  const messages = structuredClone(traffic.messages);
-  const first = messages[0];
-  if (typeof first.content === 'string') {
-    first.content = `Task ${s + 1}: ${filler(500 + s, 6)}\n${first.content}`;
-  } else {
-    const i = first.content.map((b) => b.type).lastIndexOf('text');
-    first.content[i] = { ...first.content[i], text: `Task ${s + 1}: ${filler(500 + s, 6)}` };
-  }
-  return messages;
-}
-
-/** The assistant's answer as returned (text and tool_use blocks), plus a Read tool_use when it had none. */
-function assistantTurn(content: Block[], s: number, t: number): { message: Message; toolUses: Block[] } {
-  const kept = content.filter((b) => (b.type === 'text' && String(b.text) !== '') || b.type === 'tool_use');
-  let toolUses = kept.filter((b) => b.type === 'tool_use');
-  if (toolUses.length === 0) {
-    const use = { type: 'tool_use', id: `toolu_bench_${s}_${t}`, name: 'Read', input: { file_path: `/work/project/src/module_${s}_${t}.ts` } };
-    kept.push(use);
-    toolUses = [use];
-  }
-  return { message: { role: 'assistant', content: kept }, toolUses };
-}
-
-/** The user's next message: a tool_result for every tool_use, the first with about `newTokens` tokens of content. */
-function toolResults(toolUses: Block[], s: number, t: number, newTokens: number): Message {
-  return {
-    role: 'user',
-    content: toolUses.map((use, i) => ({
-      type: 'tool_result',
-      tool_use_id: use.id,
-      content: i === 0 ? `File src/module_${s}_${t}.ts:\n${filler(1_000 * (s + 1) + t, Math.round(newTokens * 0.9))}` : 'done',
-    })),
   };
 }
 
@@ -387,23 +287,6 @@ async function warmUp(server: RunningServer, slots: number): Promise<void> {
   })));
 }
 
-/** Grows the system prompt until system + tools count about `o.prefixTokens` tokens (when under 15k). */
-async function sizePrefix(server: RunningServer, traffic: Traffic, o: Options): Promise<{ before: number; after: number }> {
-  const probe: Message[] = [{ role: 'user', content: 'x' }];
-  const count = (paragraphs: number): Promise<number> =>
-    countTokens(server, { ...traffic.base, system: grownSystem(traffic.base.system, paragraphs) }, probe);
-  const before = await count(0);
-  if (before >= MIN_PREFIX_TOKENS) return { before, after: before };
-  const perParagraph = ((await count(10)) - before) / 10;
-  let paragraphs = Math.max(1, Math.round((o.prefixTokens - before) / perParagraph));
-  let after = await count(paragraphs);
-  paragraphs = Math.max(1, paragraphs + Math.round((o.prefixTokens - after) / perParagraph));
-  after = await count(paragraphs);
-  traffic.base = { ...traffic.base, system: grownSystem(traffic.base.system, paragraphs) };
-  traffic.grownParagraphs = paragraphs;
-  return { before, after };
-}
-
 // ---- report ----
 
 const log = (line: string): void => void process.stderr.write(`[replay] ${line}\n`);
@@ -561,7 +444,7 @@ const pensieveEngine = (o: Options): Record<string, string> =>
 async function main(): Promise<void> {
   const o = parseOptions();
   const bin = o.servers.includes('llama') ? buildLlamaTools(['llama-server']) : '';
-  const traffic = loadTraffic(o);
+  const traffic = loadTraffic(o.maxTokens);
   const sizes: Record<string, string> = {};
   const results: Replay[] = [];
   let contextPerSlot = 0;
@@ -578,7 +461,8 @@ async function main(): Promise<void> {
         : await startLlamaServer({ bin, model: o.model, slots, contextPerSlot: slotContext, threads: o.threads, extraArgs: o.llamaArgs });
       try {
         if (first) {
-          const { before, after } = await sizePrefix(server, traffic, o);
+          const probe: Message[] = [{ role: 'user', content: 'x' }];
+          const { before, after } = await sizePrefix(traffic, o.prefixTokens, (system) => countTokens(server, { ...traffic.base, system }, probe));
           sizes.prefix = before === after
             ? `${after} tokens (fixture as captured)`
             : `${before} tokens in the fixture, grown to ${after} with ${traffic.grownParagraphs} filler paragraphs of 80 words in the system prompt`;
