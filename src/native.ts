@@ -41,7 +41,8 @@ export interface NativeModel {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
   /**
    * The same tokens as tokenize(text, true, true), tokenized in pieces cut after special tokens; the tokens of
-   * recent pieces are kept, so a prompt that repeats an earlier one's text is tokenized only where it differs.
+   * recent pieces are kept for the model file, in this process, so a prompt that repeats an earlier one's text
+   * is tokenized only where it differs, whichever thread tokenized the earlier one.
    */
   tokenizePrompt(text: string): Int32Array;
   /** Where tokenizePrompt cuts text: the end (a UTF-8 byte offset) of each piece. */
@@ -175,6 +176,11 @@ interface Addon {
   systemInfo(): string;
   /** Whether ggml's large CPU buffers allocated from now on use transparent huge pages (false off Linux). */
   useHugePages(on: boolean): boolean;
+  /**
+   * Prompt pieces (Model.tokenizePrompt) served from the tokens kept for their model file, and pieces tokenized,
+   * in this process: every thread's models of one file share the kept tokens.
+   */
+  promptPieceCounts(): { reused: number; tokenized: number };
 }
 
 let addon: Addon | undefined;

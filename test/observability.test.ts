@@ -53,6 +53,21 @@ t.test('a streamed and a plain message show up in /metrics', async (t) => {
   t.ok(stops.length > 0, 'generations by stop reason');
 });
 
+t.test('a long prompt sent again is tokenized from kept pieces (/metrics)', async (t) => {
+  const value = async (series: string): Promise<number> => {
+    const text = await readBody(await send(`${server.url}/metrics`));
+    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+    return line === undefined ? NaN : Number(line.slice(series.length + 1));
+  };
+  const long = { ...question(false), max_tokens: 2, system: 'You are a careful assistant. '.repeat(600) };
+  await readBody(await postMessage(server.url, long));
+  const tokenized = await value('pensieve_prompt_pieces_tokenized_total');
+  const reused = await value('pensieve_prompt_pieces_reused_total');
+  t.ok(tokenized >= 2, `the first request's prompt was cut into pieces (${tokenized} tokenized)`);
+  await readBody(await postMessage(server.url, { ...long, messages: [...long.messages, { role: 'assistant', content: 'ok' }, { role: 'user', content: 'again' }] }));
+  t.ok(await value('pensieve_prompt_pieces_reused_total') > reused, 'the next turn reused its pieces');
+});
+
 t.test('/health summarizes the server', async (t) => {
   const health = await readJson(await send(`${server.url}/health`));
   t.match(health, {

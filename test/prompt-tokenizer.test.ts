@@ -3,7 +3,7 @@
 // every vocabulary llama.cpp ships, with texts made to trip the cutting (special tokens next to each other,
 // in whitespace, cut short, multi-byte characters), cold, from its cache, and after the text grows or changes.
 import t from 'tap';
-import { readdirSync } from 'node:fs';
+import { copyFileSync, readdirSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { readGgufHeader, writeGguf } from '../src/model/gguf.js';
 import { loadAddon, type NativeModel } from '../src/native.js';
@@ -136,4 +136,29 @@ t.test('no cut where a longer special token overlaps the one it follows', async 
   }
   t.same(Array.from(vocab.tokenizePrompt(text)), Array.from(vocab.tokenize(text, true, true)), 'same tokens as llama.cpp');
   vocab.free();
+});
+
+t.test('the kept pieces are shared by every model object of the same file, and not after the file changes', (t) => {
+  const { Model, promptPieceCounts } = loadAddon();
+  const path = join(t.testdir(), 'vocab.gguf');
+  copyFileSync(join(vocabDir, 'ggml-vocab-qwen2.gguf'), path);
+  let text = '';
+  for (let i = 0; i < 6; i++) text += `<|im_start|>user\n${makeText(60 + i, [], 3_000)}<|im_end|>\n`;
+  const pieces = (vocab: NativeModel): number => vocab.promptPieceEnds(text).length;
+  const tokenize = (vocab: NativeModel): { reused: number; tokenized: number } => {
+    const before = promptPieceCounts();
+    t.same(Array.from(vocab.tokenizePrompt(text)), Array.from(vocab.tokenize(text, true, true)), 'same tokens as llama.cpp');
+    const after = promptPieceCounts();
+    return { reused: after.reused - before.reused, tokenized: after.tokenized - before.tokenized };
+  };
+  const first = new Model(path, { vocabOnly: true });
+  t.ok(pieces(first) > 2, `${pieces(first)} pieces`);
+  t.same(tokenize(first), { reused: 0, tokenized: pieces(first) }, 'first model: every piece tokenized');
+  const second = new Model(path, { vocabOnly: true });
+  t.same(tokenize(second), { reused: pieces(first), tokenized: 0 }, 'second model of the file: every piece reused');
+  utimesSync(path, new Date(), new Date(Date.now() + 10_000));
+  const changed = new Model(path, { vocabOnly: true });
+  t.same(tokenize(changed), { reused: 0, tokenized: pieces(first) }, 'after the file changed: tokenized again');
+  for (const vocab of [first, second, changed]) vocab.free();
+  t.end();
 });

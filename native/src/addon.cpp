@@ -9,6 +9,7 @@
 #include "context.h"
 #include "huge_pages.h"
 #include "model.h"
+#include "prompt_tokenizer.h"
 
 // llama.cpp logs at info level by default; keep warnings and errors unless PENSIEVE_LLAMA_LOG=debug.
 static void logCallback(ggml_log_level level, const char* text, void*) {
@@ -29,6 +30,16 @@ static Napi::Value UseHugePages(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), useHugePages(info[0].ToBoolean()));
 }
 
+// promptPieceCounts(): { reused, tokenized }, prompt pieces served from the kept tokens and pieces tokenized,
+// in this process (all threads).
+static Napi::Value PromptPieceCounts(const Napi::CallbackInfo& info) {
+  const PieceCounts counts = promptPieceCounts();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("reused", (double)counts.reused);
+  o.Set("tokenized", (double)counts.tokenized);
+  return o;
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   static std::once_flag initialized;  // once per process, whichever thread loads the addon first
   std::call_once(initialized, [] {
@@ -41,6 +52,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ChatParser", ChatParser::Define(env));
   exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
   exports.Set("useHugePages", Napi::Function::New(env, UseHugePages));
+  exports.Set("promptPieceCounts", Napi::Function::New(env, PromptPieceCounts));
   return exports;
 }
 

@@ -29,6 +29,7 @@ Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
   if (opts.Has("gpuLayers")) params.n_gpu_layers = opts.Get("gpuLayers").ToNumber().Int32Value();
   if (opts.Has("mmap") && !opts.Get("mmap").ToBoolean()) params.load_mode = LLAMA_LOAD_MODE_NONE;
   gpuLayers_ = params.n_gpu_layers;
+  path_ = path;
   model_ = llama_model_load_from_file(path.c_str(), params);
   if (!model_) {
     Napi::Error::New(env, "failed to load model from " + path).ThrowAsJavaScriptException();
@@ -75,7 +76,7 @@ Napi::Value Model::Tokenize(const Napi::CallbackInfo& info) {
 }
 
 PromptTokenizer& Model::promptTokenizer() {
-  if (!promptTokenizer_) promptTokenizer_ = std::make_unique<PromptTokenizer>(model_);
+  if (!promptTokenizer_) promptTokenizer_ = std::make_unique<PromptTokenizer>(model_, path_);
   return *promptTokenizer_;
 }
 

@@ -5,6 +5,7 @@
 #include "prompt_tokenizer.h"
 
 #include <memory>
+#include <string>
 
 class Model : public Napi::ObjectWrap<Model> {
  public:
@@ -35,5 +36,6 @@ class Model : public Napi::ObjectWrap<Model> {
   llama_model* model_ = nullptr;
   const llama_vocab* vocab_ = nullptr;
   int32_t gpuLayers_ = 0;
+  std::string path_;
   std::unique_ptr<PromptTokenizer> promptTokenizer_;  // made on first use
 };

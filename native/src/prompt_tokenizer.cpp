@@ -1,12 +1,59 @@
 #include "prompt_tokenizer.h"
 
 #include <algorithm>
+#include <atomic>
+#include <filesystem>
 #include <utility>
 
 // Pieces shorter than this are not cut: a cut saves little there, and every piece is one more tokenizer call.
 static constexpr size_t MIN_PIECE_BYTES = 4096;
-// Text and tokens of the pieces kept, per tokenizer (each preparation worker has its own).
-static constexpr size_t CACHE_BYTES = 32u << 20;
+// Text and tokens of the pieces kept, per model file.
+static constexpr size_t CACHE_BYTES = 64u << 20;
+
+static std::atomic<uint64_t> piecesReused{0};
+static std::atomic<uint64_t> piecesTokenized{0};
+
+PieceCounts promptPieceCounts() {
+  return {piecesReused.load(), piecesTokenized.load()};
+}
+
+std::shared_ptr<PieceCache> PieceCache::forModelFile(const std::string& path) {
+  static std::mutex registryMutex;
+  static std::unordered_map<std::string, std::weak_ptr<PieceCache>> registry;
+  std::error_code error;
+  const auto size = std::filesystem::file_size(path, error);
+  if (error) return std::make_shared<PieceCache>();  // not shared: nothing says the file is the same one
+  const auto modified = std::filesystem::last_write_time(path, error);
+  if (error) return std::make_shared<PieceCache>();
+  const std::string key = path + '\0' + std::to_string(size) + '\0' + std::to_string(modified.time_since_epoch().count());
+  std::lock_guard lock(registryMutex);
+  std::shared_ptr<PieceCache> cache = registry[key].lock();
+  if (!cache) registry[key] = cache = std::make_shared<PieceCache>();
+  return cache;
+}
+
+bool PieceCache::appendTo(const std::string& key, std::vector<llama_token>& out) {
+  std::lock_guard lock(mutex_);
+  const auto hit = index_.find(key);
+  if (hit == index_.end()) return false;
+  lru_.splice(lru_.end(), lru_, hit->second);
+  out.insert(out.end(), hit->second->second.begin(), hit->second->second.end());
+  return true;
+}
+
+void PieceCache::keep(std::string key, std::vector<llama_token> tokens) {
+  std::lock_guard lock(mutex_);
+  if (index_.count(key)) return;  // another worker kept it meanwhile
+  bytes_ += key.size() + tokens.size() * sizeof(llama_token);
+  lru_.emplace_back(std::move(key), std::move(tokens));
+  index_.emplace(std::string_view(lru_.back().first), std::prev(lru_.end()));
+  while (bytes_ > CACHE_BYTES && lru_.size() > 1) {
+    const auto& [oldKey, oldTokens] = lru_.front();
+    bytes_ -= oldKey.size() + oldTokens.size() * sizeof(llama_token);
+    index_.erase(std::string_view(oldKey));
+    lru_.pop_front();
+  }
+}
 
 static std::string metaString(const llama_model* model, const char* key) {
   char buf[64];
@@ -22,7 +69,8 @@ static std::string metaString(const llama_model* model, const char* key) {
 // changes nothing as long as the splitting finds S there in the whole text, and finds the same tokens in both
 // pieces: which holds when no other special token's text overlaps S or runs across the cut (cutsCleanly), and
 // S strips no whitespace after it into its own match.
-PromptTokenizer::PromptTokenizer(const llama_model* model) : vocab_(llama_model_get_vocab(model)) {
+PromptTokenizer::PromptTokenizer(const llama_model* model, const std::string& path)
+    : vocab_(llama_model_get_vocab(model)), cache_(PieceCache::forModelFile(path)) {
   const enum llama_vocab_type type = llama_vocab_type(vocab_);
   const std::string tokenizerModel = metaString(model, "tokenizer.ggml.model");
   piecewise_ = ((type == LLAMA_VOCAB_TYPE_SPM && tokenizerModel == "llama") ||
@@ -85,36 +133,25 @@ std::vector<llama_token> PromptTokenizer::tokenizePiece(std::string_view piece, 
   return tokens;
 }
 
-const std::vector<llama_token>& PromptTokenizer::cached(std::string_view piece, bool first) {
-  std::string key;
-  key.reserve(piece.size() + 1);
-  key += first ? 'B' : '-';  // the first piece also gets BOS
-  key += piece;
-  if (auto hit = index_.find(key); hit != index_.end()) {
-    lru_.splice(lru_.end(), lru_, hit->second);
-    return hit->second->second;
-  }
-  std::vector<llama_token> tokens = tokenizePiece(piece, first);
-  cachedBytes_ += key.size() + tokens.size() * sizeof(llama_token);
-  lru_.emplace_back(std::move(key), std::move(tokens));
-  index_.emplace(std::string_view(lru_.back().first), std::prev(lru_.end()));
-  while (cachedBytes_ > CACHE_BYTES && lru_.size() > 1) {
-    const auto& [oldKey, oldTokens] = lru_.front();
-    cachedBytes_ -= oldKey.size() + oldTokens.size() * sizeof(llama_token);
-    index_.erase(std::string_view(oldKey));
-    lru_.pop_front();
-  }
-  return lru_.back().second;
-}
-
 std::vector<llama_token> PromptTokenizer::tokenize(const std::string& text) {
   const std::vector<size_t> ends = pieceEnds(text);
   if (ends.size() == 1) return tokenizePiece(text, true);
   std::vector<llama_token> out;
   size_t start = 0;
   for (size_t end : ends) {
-    const std::vector<llama_token>& tokens = cached(std::string_view(text).substr(start, end - start), start == 0);
-    out.insert(out.end(), tokens.begin(), tokens.end());
+    const std::string_view piece = std::string_view(text).substr(start, end - start);
+    std::string key;
+    key.reserve(piece.size() + 1);
+    key += start == 0 ? 'B' : '-';  // the first piece also gets BOS
+    key += piece;
+    if (cache_->appendTo(key, out)) {
+      piecesReused++;
+    } else {
+      std::vector<llama_token> tokens = tokenizePiece(piece, start == 0);
+      out.insert(out.end(), tokens.begin(), tokens.end());
+      cache_->keep(std::move(key), std::move(tokens));
+      piecesTokenized++;
+    }
     start = end;
   }
   return out;

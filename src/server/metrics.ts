@@ -5,6 +5,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Engine, GenerationEvent } from '../engine/engine.js';
 import type { EngineStatus } from '../engine/status.js';
 import type { RequestMetrics } from '../api/messages.js';
+import { loadAddon } from '../native.js';
 
 /** Engine counters exported as Prometheus counters: metric name, help, status field. */
 const ENGINE_COUNTERS: [string, string, keyof EngineStatus][] = [
@@ -14,6 +15,12 @@ const ENGINE_COUNTERS: [string, string, keyof EngineStatus][] = [
   ['pensieve_cached_prompt_tokens_total', 'Prompt tokens served from the prompt (prefix) cache instead of computed.', 'cachedPromptTokens'],
   ['pensieve_admitted_requests_total', 'Requests admitted into a slot.', 'admitted'],
   ['pensieve_engine_steps_total', 'Engine steps (llama_decode calls).', 'steps'],
+];
+
+/** Prompt preparation's tokenization in kept pieces (Model.tokenizePrompt), counted by the addon for the process. */
+const PROMPT_PIECE_COUNTERS: [string, string, 'reused' | 'tokenized'][] = [
+  ['pensieve_prompt_pieces_reused_total', 'Prompt pieces whose tokens were kept from an earlier request.', 'reused'],
+  ['pensieve_prompt_pieces_tokenized_total', 'Prompt pieces tokenized.', 'tokenized'],
 ];
 
 export class Metrics {
@@ -53,6 +60,18 @@ export class Metrics {
           const now = status()?.[field];
           if (now === undefined) return;
           this.inc((now - last) >>> 0); // the engine's int32 counters wrap; the unsigned difference does not
+          last = now;
+        },
+      });
+    }
+    const pieces = loadAddon().promptPieceCounts;
+    for (const [name, help, field] of PROMPT_PIECE_COUNTERS) {
+      let last = 0;
+      new Counter({
+        name, help, registers,
+        collect() {
+          const now = pieces()[field];
+          this.inc(now - last);
           last = now;
         },
       });
