@@ -5,11 +5,13 @@
 //   npm run bench:prepare -- [--model PATH] [--turns N] [--repeats N] [--prefix-tokens N] [--new-tokens N]
 //
 // The traffic is bench/claude-code-replay's, one session: the captured first request, its system prompt grown to
-// about --prefix-tokens tokens, then turns that add an answer and a tool result. Each repeat starts from a
-// fresh renderer (no kept pieces), so turn 1 is cold. Per turn: the prompt's tokens, the whole preparation
-// (render + tokenization in pieces), tokenization in pieces alone (a second vocabulary object, so that it too
-// keeps only what this run gave it) and llama.cpp's tokenization of the whole text; medians over the repeats.
-import { resolve } from 'node:path';
+// about --prefix-tokens tokens, then turns that add an answer and a tool result. Each repeat loads the model's
+// vocabulary from a copy of the model file whose modification time changed, so nothing is kept from before and
+// turn 1 is cold. Per turn: the prompt's tokens, the preparation's time and the pieces it tokenized or reused,
+// and llama.cpp's tokenization of the whole text (checked to give the same tokens); medians over the repeats.
+import { copyFileSync, mkdtempSync, rmSync, utimesSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { toChatRequest } from '../src/api/convert.js';
 import type { CountTokensRequest } from '../src/api/schemas.js';
@@ -58,37 +60,41 @@ const timed = <T>(f: () => T): [T, number] => {
 };
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-const { Model } = loadAddon();
-const rows = requests.map(() => ({ tokens: 0, prepare: [] as number[], pieces: [] as number[], whole: [] as number[] }));
+const { Model, promptPieceCounts } = loadAddon();
+const dir = mkdtempSync(join(tmpdir(), 'pensieve-prepare-'));
+const copy = join(dir, 'model.gguf');
+copyFileSync(model, copy);
+const rows = requests.map(() => ({ tokens: 0, prepare: [] as number[], whole: [] as number[], pieces: '' }));
 for (let r = 0; r < repeats; r++) {
-  const renderer = ChatRenderer.load(model);
-  const vocab = new Model(model, { vocabOnly: true });
+  utimesSync(copy, new Date(), new Date(Date.now() + (r + 1) * 1000)); // a new file to the kept pieces
+  const renderer = ChatRenderer.load(copy);
+  const vocab = new Model(copy, { vocabOnly: true });
   requests.forEach((req, i) => {
+    const before = promptPieceCounts();
     const [prepared, prepareMs] = timed(() => renderer.prepare(toChatRequest(req)));
-    // The prompt text back from its tokens (byte-level BPE: exact), to time the tokenizers on it alone.
+    const after = promptPieceCounts();
+    // The prompt text back from its tokens (byte-level BPE: exact), to time llama.cpp's tokenizer on it alone.
     const text = vocab.detokenize(prepared.tokens, true);
-    const [pieces, piecesMs] = timed(() => vocab.tokenizePrompt(text));
     const [whole, wholeMs] = timed(() => vocab.tokenize(text, true, true));
-    if (whole.length !== prepared.tokens.length || whole.some((tok, k) => tok !== prepared.tokens[k] || tok !== pieces[k])) {
+    if (whole.length !== prepared.tokens.length || whole.some((tok, k) => tok !== prepared.tokens[k])) {
       throw new Error(`turn ${i + 1}: the tokens in pieces differ from llama.cpp's for the whole text`);
     }
     rows[i].tokens = whole.length;
     rows[i].prepare.push(prepareMs);
-    rows[i].pieces.push(piecesMs);
     rows[i].whole.push(wholeMs);
+    rows[i].pieces = `${after.tokenized - before.tokenized} / ${after.reused - before.reused}`;
   });
   vocab.free();
 }
+rmSync(dir, { recursive: true, force: true });
 
 const ms = (x: number): string => x.toFixed(1);
 console.log(`model: ${model}`);
 console.log(`system + tools: ${before} tokens in the fixture${after !== before ? `, grown to ${after}` : ''}; ${turns} turns of ~${newTokens} new tokens; ` +
-  `median of ${repeats} repeats, each from a fresh renderer (turn 1 cold)`);
+  `median of ${repeats} repeats, each cold at turn 1`);
 console.log('');
-console.log('| turn | prompt tokens | prepare ms (render + pieces) | tokenize in pieces ms | llama.cpp whole-text tokenize ms | whole / pieces |');
-console.log('| ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log('| turn | prompt tokens | Pensieve prepare ms (render + tokenize) | pieces tokenized / reused | llama.cpp whole-text tokenize ms |');
+console.log('| ---: | ---: | ---: | ---: | ---: |');
 rows.forEach((row, i) => {
-  const pieces = median(row.pieces);
-  const whole = median(row.whole);
-  console.log(`| ${i + 1} | ${row.tokens} | ${ms(median(row.prepare))} | ${ms(pieces)} | ${ms(whole)} | ${(whole / pieces).toFixed(1)} |`);
+  console.log(`| ${i + 1} | ${row.tokens} | ${ms(median(row.prepare))} | ${row.pieces} | ${ms(median(row.whole))} |`);
 });
