@@ -3,7 +3,7 @@
 //
 //   npm run bench:replay -- [--model PATH] [--threads N] [--turns N] [--sessions 1,4] [--max-tokens N]
 //                           [--prefix-tokens N] [--new-tokens N] [--llama-args "..."] [--servers pensieve,llama]
-//                           [--pensieve-fa off|on|auto] [--slots N] [--shared-opening]
+//                           [--pensieve-fa off|on|auto] [--slots N] [--shared-opening] [--gpu-layers N]
 //
 // A session starts with the request Claude Code really sent first (../shared/fixtures/claude-code-first-request.json:
 // system prompt, 12 tools, a first user message and a mid-conversation system message), its system prompt grown
@@ -60,6 +60,8 @@ interface Options {
   slots: number | undefined;
   /** Every session sends the same first request and differs from turn 2 on. */
   sharedOpening: boolean;
+  /** Layers on the GPU, for both servers (0: CPU only; needs a PENSIEVE_GPU=cuda build). */
+  gpuLayers: number;
 }
 
 function parseOptions(): Options {
@@ -77,6 +79,7 @@ function parseOptions(): Options {
       'pensieve-fa': { type: 'string' },
       slots: { type: 'string' },
       'shared-opening': { type: 'boolean' },
+      'gpu-layers': { type: 'string' },
     },
   });
   const model = values.model ? resolve(values.model) : resolve(repoRoot, '../shared/models/random-qwen2-small-100m-q8_0.gguf');
@@ -106,7 +109,15 @@ function parseOptions(): Options {
     pensieveFa: values['pensieve-fa'],
     slots: values.slots === undefined ? undefined : positiveInt('slots', values.slots, 1),
     sharedOpening: values['shared-opening'] ?? false,
+    gpuLayers: gpuLayers(values['gpu-layers']),
   };
+}
+
+/** --gpu-layers: 0 (CPU only, the default), a count, or -1 (all). */
+function gpuLayers(value: string | undefined): number {
+  const n = Number(value ?? 0);
+  if (!Number.isInteger(n) || n < -1) throw new Error(`--gpu-layers must be -1 or a count, got "${value}"`);
+  return n;
 }
 
 // ---- HTTP ----
@@ -337,10 +348,11 @@ function report(o: Options, results: Replay[], sizes: Record<string, string>, co
     `${contextPerSlot} tokens of context per slot`);
   out.push(`system + tools: ${sizes.prefix}`);
   out.push(`sessions differ from ${o.sharedOpening ? 'turn 2 on (--shared-opening: one first request for all)' : 'their first user prompt on'}`);
-  out.push(`pensieve: node dist/src/cli.js start with engine.slots = slots, context_per_slot = ${contextPerSlot}, threads = ${o.threads}` +
+  out.push(`pensieve: node dist/src/cli.js start with engine.slots = slots, context_per_slot = ${contextPerSlot}, threads = ${o.threads}, ` +
+    `model.gpu_layers = ${o.gpuLayers}` +
     (o.pensieveFa === undefined ? ', other keys at their defaults (config/pensieve.toml)' : `, flash_attention = "${o.pensieveFa}"`) +
     '; an empty cache folder');
-  out.push(`llama-server: ${join(bin, 'llama-server')} ${llamaServerArgs({ bin, model: o.model, slots: 0, contextPerSlot, threads: o.threads, extraArgs: o.llamaArgs })
+  out.push(`llama-server: ${join(bin, 'llama-server')} ${llamaServerArgs({ bin, model: o.model, slots: 0, contextPerSlot, threads: o.threads, gpuLayers: o.gpuLayers, extraArgs: o.llamaArgs })
     .join(' ').replace('-np 0 -c 0', '-np SLOTS -c SLOTS*' + contextPerSlot).replace(o.model, 'MODEL').replace(llamaSourceDir, 'native/deps/llama.cpp')}`);
   out.push('');
   out.push('TTFT: ms from sending the request to the first content_block_delta (one figure per session). ' +
@@ -457,8 +469,8 @@ async function main(): Promise<void> {
       const slotContext = contextPerSlot || 65_536;
       log(`starting ${SERVER_NAMES[kind]} with ${slots} slot(s)`);
       const server = kind === 'pensieve'
-        ? await startPensieve({ model: o.model, slots, contextPerSlot: slotContext, threads: o.threads, engine: pensieveEngine(o) })
-        : await startLlamaServer({ bin, model: o.model, slots, contextPerSlot: slotContext, threads: o.threads, extraArgs: o.llamaArgs });
+        ? await startPensieve({ model: o.model, slots, contextPerSlot: slotContext, threads: o.threads, gpuLayers: o.gpuLayers, engine: pensieveEngine(o) })
+        : await startLlamaServer({ bin, model: o.model, slots, contextPerSlot: slotContext, threads: o.threads, gpuLayers: o.gpuLayers, extraArgs: o.llamaArgs });
       try {
         if (first) {
           const probe: Message[] = [{ role: 'user', content: 'x' }];
@@ -480,8 +492,8 @@ async function main(): Promise<void> {
           // Restart with the context sized for the session.
           await server.stop();
           const again = kind === 'pensieve'
-            ? await startPensieve({ model: o.model, slots, contextPerSlot, threads: o.threads, engine: pensieveEngine(o) })
-            : await startLlamaServer({ bin, model: o.model, slots, contextPerSlot, threads: o.threads, extraArgs: o.llamaArgs });
+            ? await startPensieve({ model: o.model, slots, contextPerSlot, threads: o.threads, gpuLayers: o.gpuLayers, engine: pensieveEngine(o) })
+            : await startLlamaServer({ bin, model: o.model, slots, contextPerSlot, threads: o.threads, gpuLayers: o.gpuLayers, extraArgs: o.llamaArgs });
           try {
             await warmUp(again, slots);
             results.push(await replay(again, kind, traffic, o, sessions));

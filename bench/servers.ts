@@ -95,6 +95,8 @@ export interface PensieveOptions {
   slots: number;
   contextPerSlot: number;
   threads: number;
+  /** Layers on the GPU (model.gpu_layers; default 0, CPU only). */
+  gpuLayers?: number;
   /** More [engine] keys for the config file, e.g. { flash_attention: '"auto"' } (values as TOML). */
   engine?: Record<string, string>;
 }
@@ -109,7 +111,7 @@ export async function startPensieve(o: PensieveOptions): Promise<RunningServer> 
   const config = join(dir, 'pensieve.toml');
   writeFileSync(config, [
     '[server]', 'host = "127.0.0.1"', `port = ${port}`, `api_keys = ["${PENSIEVE_KEY}"]`, '',
-    '[model]', `path = ${JSON.stringify(o.model)}`, 'gpu_layers = 0', '',
+    '[model]', `path = ${JSON.stringify(o.model)}`, `gpu_layers = ${o.gpuLayers ?? 0}`, '',
     '[engine]', `slots = ${o.slots}`, `context_per_slot = ${o.contextPerSlot}`, `threads = ${o.threads}`,
     `queue_length = ${Math.max(o.slots, 8)}`, ...Object.entries(o.engine ?? {}).map(([k, v]) => `${k} = ${v}`), '',
     '[cache]', `folder = ${JSON.stringify(join(dir, 'cache'))}`, '',
@@ -128,6 +130,8 @@ export interface LlamaServerOptions {
   slots: number;
   contextPerSlot: number;
   threads: number;
+  /** Layers on the GPU (-ngl; default 0, CPU only). */
+  gpuLayers?: number;
   extraArgs: string[];
 }
 
@@ -135,7 +139,7 @@ export interface LlamaServerOptions {
 export function llamaServerArgs(o: LlamaServerOptions): string[] {
   return [
     '-m', o.model, '--host', '127.0.0.1',
-    '-t', String(o.threads), '-tb', String(o.threads),
+    '-t', String(o.threads), '-tb', String(o.threads), '-ngl', String(o.gpuLayers ?? 0),
     '-np', String(o.slots), '-c', String(o.slots * o.contextPerSlot),
     '-b', '512', '-ub', '512',
     '--metrics', '--no-webui',
