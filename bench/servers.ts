@@ -2,7 +2,7 @@
 // processes on free loopback ports, with their CPU time readable from /proc (so a benchmark can tell its own
 // load from other processes').
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,11 +32,18 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
+/**
+ * With PENSIEVE_BENCH_LOGS=DIR, every server's output is appended to DIR/NAME.log, and Pensieve logs at info level
+ * (a line per request with its queue, prefill and decode times): for finding where a benchmark's time went.
+ */
+const logDir = process.env.PENSIEVE_BENCH_LOGS;
+
 function launch(name: string, command: string, args: string[], port: number, cleanup?: () => void): RunningServer {
   const child: ChildProcess = spawn(command, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const keep = (chunk: Buffer): void => {
     output = (output + chunk.toString('utf8')).slice(-20_000);
+    if (logDir) appendFileSync(join(logDir, `${name}.log`), chunk);
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
@@ -115,7 +122,7 @@ export async function startPensieve(o: PensieveOptions): Promise<RunningServer> 
     '[engine]', `slots = ${o.slots}`, `context_per_slot = ${o.contextPerSlot}`, `threads = ${o.threads}`,
     `queue_length = ${Math.max(o.slots, 8)}`, ...Object.entries(o.engine ?? {}).map(([k, v]) => `${k} = ${v}`), '',
     '[cache]', `folder = ${JSON.stringify(join(dir, 'cache'))}`, '',
-    '[log]', 'level = "warn"', '',
+    '[log]', `level = "${logDir ? 'info' : 'warn'}"`, '',
   ].join('\n'));
   const server = launch('pensieve', process.execPath,
     [join(repoRoot, 'dist', 'src', 'cli.js'), 'start', '--model', o.model, '--port', String(port), '--config', config],
