@@ -3,6 +3,7 @@
 // turns that add the assistant's answer and a tool result.
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { uniformRandom } from '../src/prng.js';
 import { repoRoot } from './llama-tools.js';
 
 export const FIXTURE = resolve(repoRoot, '../shared/fixtures/claude-code-first-request.json');
@@ -25,19 +26,9 @@ export interface RequestBody extends BaseBody {
 const WORDS = ('alpha beta gamma delta file line edit read write command path tool check test build run note value index ' +
   'module server client token stream cache model prompt request response error status field option').split(' ');
 
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Filler prose like the fixture's: `count` words of its vocabulary, 12 to a line, picked by a seeded PRNG. */
 export function filler(seed: number, count: number): string {
-  const next = rng(seed);
+  const next = uniformRandom(seed);
   const words = Array.from({ length: count }, () => WORDS[Math.floor(next() * WORDS.length)]);
   const lines: string[] = [];
   for (let i = 0; i < words.length; i += 12) lines.push(words.slice(i, i + 12).join(' '));

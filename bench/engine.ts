@@ -23,6 +23,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Engine } from '../src/engine/engine.js';
 import type { FinalStats } from '../src/engine/types.js';
+import { uniformRandom } from '../src/prng.js';
 import { buildLlamaTools, llamaSourceDir, repoRoot } from './llama-tools.js';
 import { nonNegativeInt, positiveInt } from './options.js';
 
@@ -139,16 +140,6 @@ interface SequenceRun {
   final: FinalStats;
 }
 
-/** Deterministic PRNG (mulberry32), so every bench run uses the same sequence of prompts. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 // Ids in the middle of the vocabulary: ordinary BPE pieces, far from the special/end-of-generation tokens.
 function randomPrompt(next: () => number, length: number, vocabSize: number): Int32Array {
   const lo = 1000;
@@ -190,7 +181,7 @@ class PensieveSide {
   readonly earlyEnds: string[] = [];
   /** Prompt tokens the engine served from its prefix cache; should stay 0, since every prompt is new. */
   cachedTokens = 0;
-  private readonly next = rng(42);
+  private readonly next = uniformRandom(42);
 
   private constructor(private readonly engine: Engine, private readonly o: Options) {}
 

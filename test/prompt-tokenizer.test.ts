@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { readGgufHeader, writeGguf } from '../src/model/gguf.js';
 import { loadAddon, type NativeModel } from '../src/native.js';
 import { projectRoot } from '../src/paths.js';
+import { uniformRandom } from '../src/prng.js';
 
 const vocabDir = join(projectRoot, 'native', 'deps', 'llama.cpp', 'models');
 const vocabFiles = readdirSync(vocabDir).filter((f) => /^ggml-vocab-.*\.gguf$/.test(f)).sort();
@@ -16,16 +17,6 @@ const MUST_CUT = ['ggml-vocab-qwen2.gguf', 'ggml-vocab-llama-bpe.gguf', 'ggml-vo
 
 const WORDS = ['the', 'file', ' line', 'naïve', '日本語', '🙂', 'x', '  ', ' ', '\n', '\n\n', '\t', '    ', '{"a": 1}', '<', '|', '>',
   '<|', '|>', '</', 'user', 'assistant', 'system', '\r\n', 'ü', '123', '.'];
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The text of every special token of the vocabulary (control tokens such as <|im_start|>). */
 function specialTexts(vocab: NativeModel): string[] {
@@ -39,7 +30,7 @@ function specialTexts(vocab: NativeModel): string[] {
 
 /** About `bytes` of chat-like text: messages framed by special tokens, with special tokens in odd places too. */
 function makeText(seed: number, specials: string[], bytes: number): string {
-  const next = rng(seed);
+  const next = uniformRandom(seed);
   const pick = <T>(xs: T[]): T => xs[Math.floor(next() * xs.length)];
   const parts: string[] = [];
   let size = 0;

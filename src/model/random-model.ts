@@ -13,6 +13,7 @@ import {
   type GgufTensorSource,
   type GgufValue,
 } from './gguf.js';
+import { mulberry32 } from '../prng.js';
 
 export interface ModelShape {
   layers: number;
@@ -96,17 +97,6 @@ function validateShape(shape: ModelShape): void {
   if ((shape.embd / shape.heads) % 2 !== 0) throw new Error('head size must be even for RoPE');
 }
 
-/** mulberry32: a tiny, fast 32-bit PRNG; plenty for weights nobody trains. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 /**
  * Fills with zero-mean values of standard deviation `std`: the sum of two 16-bit uniforms from
