@@ -330,12 +330,10 @@ const repeatedTtft = (r: Replay): number => median(r.turns.slice(1).flatMap((t) 
 function machine(): string {
   const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
   const source = readFileSync(join(llamaSourceDir, '.pensieve-source'), 'utf8').trim();
-  let rev = 'unknown';
-  try {
-    rev = execFileSync('git', ['-C', llamaSourceDir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-  } catch {
-    // not a git checkout
-  }
+  // Its own checkout's commit: a source unpacked from an archive has none (git would report an enclosing repository's).
+  const rev = existsSync(join(llamaSourceDir, '.git'))
+    ? execFileSync('git', ['-C', llamaSourceDir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim()
+    : 'no git checkout';
   return `${availableParallelism()} cores, ${cpu}; Node ${process.version}; llama.cpp from ${source} (${rev})`;
 }
 
