@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include "model.h"
+#include "napi_arrays.h"
 
 Napi::Function ChatTemplates::Define(Napi::Env env) {
   return DefineClass(env, "ChatTemplates", {
@@ -23,12 +24,6 @@ ChatTemplates::ChatTemplates(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   } catch (const std::exception& e) {
     NAPI_THROW_VOID(Napi::Error::New(env, std::string("cannot load the chat template: ") + e.what()));
   }
-}
-
-static Napi::Int32Array toInt32Array(Napi::Env env, const std::vector<llama_token>& tokens) {
-  auto out = Napi::Int32Array::New(env, tokens.size());
-  std::copy(tokens.begin(), tokens.end(), out.Data());
-  return out;
 }
 
 static Napi::Array toStringArray(Napi::Env env, const std::vector<std::string>& strings) {

@@ -1,4 +1,5 @@
 #include "model.h"
+#include "napi_arrays.h"
 
 #include "ggml-backend.h"
 
@@ -85,10 +86,7 @@ Napi::Value Model::TokenizePrompt(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ensureLoaded(env);
   if (env.IsExceptionPending()) return env.Undefined();
-  const std::vector<llama_token> tokens = promptTokenizer().tokenize(info[0].As<Napi::String>());
-  auto out = Napi::Int32Array::New(env, tokens.size());
-  std::copy(tokens.begin(), tokens.end(), out.Data());
-  return out;
+  return toInt32Array(env, promptTokenizer().tokenize(info[0].As<Napi::String>()));
 }
 
 // promptPieceEnds(text): Uint32Array, the UTF-8 byte offsets where tokenizePrompt cuts text into pieces.
@@ -165,12 +163,10 @@ Napi::Value Model::Info(const Napi::CallbackInfo& info) {
   ensureLoaded(env);
   if (env.IsExceptionPending()) return env.Undefined();
   const int32_t nVocab = llama_vocab_n_tokens(vocab_);
-  std::vector<int32_t> eog;
+  std::vector<llama_token> eog;
   for (llama_token id = 0; id < nVocab; id++) {
     if (llama_vocab_is_eog(vocab_, id)) eog.push_back(id);
   }
-  auto eogArr = Napi::Int32Array::New(env, eog.size());
-  std::copy(eog.begin(), eog.end(), eogArr.Data());
   char desc[256];
   llama_model_desc(model_, desc, sizeof(desc));
   const char* tmpl = llama_model_chat_template(model_, nullptr);
@@ -185,7 +181,7 @@ Napi::Value Model::Info(const Napi::CallbackInfo& info) {
   o.Set("bos", llama_vocab_bos(vocab_));
   o.Set("eos", llama_vocab_eos(vocab_));
   o.Set("addBos", llama_vocab_get_add_bos(vocab_));
-  o.Set("eogTokens", eogArr);
+  o.Set("eogTokens", toInt32Array(env, eog));
   o.Set("chatTemplate", tmpl ? Napi::Value(Napi::String::New(env, tmpl)) : env.Null());
   return o;
 }
