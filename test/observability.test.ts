@@ -26,6 +26,12 @@ const logs = logSink();
 const server = await startTestServer(await tinyModelPath(), { slots: 2 }, 5, { log: { level: 'info' }, logStream: logs.stream });
 t.teardown(() => server.close());
 
+/** A series' value in a /metrics text; NaN when absent. */
+function seriesValue(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? NaN : Number(line.slice(series.length + 1));
+}
+
 t.test('a streamed and a plain message show up in /metrics', async (t) => {
   for await (const _ of sseEvents(await postMessage(server.url, question(true))));
   await readBody(await postMessage(server.url, question(false)));
@@ -33,10 +39,7 @@ t.test('a streamed and a plain message show up in /metrics', async (t) => {
   t.equal(response.statusCode, 200);
   t.match(response.headers['content-type'], /^text\/plain; version=0\.0\.4/);
   const text = await readBody(response);
-  const value = (series: string): number => {
-    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-    return line === undefined ? NaN : Number(line.slice(series.length + 1));
-  };
+  const value = (series: string): number => seriesValue(text, series);
   t.equal(value('pensieve_http_requests_total{method="POST",route="/v1/messages",status="200"}'), 2);
   t.equal(value('pensieve_time_to_first_token_seconds_count'), 2);
   t.ok(value('pensieve_inter_token_latency_seconds_count') > 0, 'inter-token latencies');
@@ -54,11 +57,7 @@ t.test('a streamed and a plain message show up in /metrics', async (t) => {
 });
 
 t.test('a long prompt sent again is tokenized from kept pieces (/metrics)', async (t) => {
-  const value = async (series: string): Promise<number> => {
-    const text = await readBody(await send(`${server.url}/metrics`));
-    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-    return line === undefined ? NaN : Number(line.slice(series.length + 1));
-  };
+  const value = async (series: string): Promise<number> => seriesValue(await readBody(await send(`${server.url}/metrics`)), series);
   const long = { ...question(false), max_tokens: 2, system: 'You are a careful assistant. '.repeat(600) };
   await readBody(await postMessage(server.url, long));
   const tokenized = await value('pensieve_prompt_pieces_tokenized_total');

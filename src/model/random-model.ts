@@ -97,7 +97,6 @@ function validateShape(shape: ModelShape): void {
   if ((shape.embd / shape.heads) % 2 !== 0) throw new Error('head size must be even for RoPE');
 }
 
-
 /**
  * Fills with zero-mean values of standard deviation `std`: the sum of two 16-bit uniforms from
  * one PRNG draw (a triangular distribution), which is normal enough and costs one draw per value.

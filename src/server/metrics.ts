@@ -51,31 +51,23 @@ export class Metrics {
       name: 'pensieve_generations_total', help: 'Generations ended, by the engine\'s stop reason.', labelNames: ['stop_reason'], registers,
     });
 
-    const status = (): EngineStatus | undefined => (engine()?.alive ? engine()!.status() : undefined);
-    for (const [name, help, field] of ENGINE_COUNTERS) {
+    /** A counter that follows a running total read at each scrape. */
+    const total = (name: string, help: string, read: () => number | undefined): void => {
       let last = 0;
       new Counter({
         name, help, registers,
         collect() {
-          const now = status()?.[field];
+          const now = read();
           if (now === undefined) return;
           this.inc((now - last) >>> 0); // the engine's int32 counters wrap; the unsigned difference does not
           last = now;
         },
       });
-    }
-    const pieces = loadAddon().promptPieceCounts;
-    for (const [name, help, field] of PROMPT_PIECE_COUNTERS) {
-      let last = 0;
-      new Counter({
-        name, help, registers,
-        collect() {
-          const now = pieces()[field];
-          this.inc(now - last);
-          last = now;
-        },
-      });
-    }
+    };
+    const status = (): EngineStatus | undefined => (engine()?.alive ? engine()!.status() : undefined);
+    for (const [name, help, field] of ENGINE_COUNTERS) total(name, help, () => status()?.[field]);
+    const { promptPieceCounts } = loadAddon();
+    for (const [name, help, field] of PROMPT_PIECE_COUNTERS) total(name, help, () => promptPieceCounts()[field]);
     const gauge = (name: string, help: string, read: () => number | undefined): void => {
       new Gauge({ name, help, registers, collect() { const v = read(); if (v !== undefined) this.set(v); } });
     };
