@@ -33,7 +33,7 @@ import {
   type BaseBody, type Block, type Message, type RequestBody, type Traffic,
 } from './claude-code-traffic.js';
 import { buildLlamaTools, llamaSourceDir, repoRoot } from './llama-tools.js';
-import { positiveInt } from './options.js';
+import { gpuLayersOption, median, positiveInt } from './options.js';
 import {
   PENSIEVE_KEY, llamaServerArgs, machineTicks, processTicks, startLlamaServer, startPensieve, type RunningServer,
 } from './servers.js';
@@ -109,15 +109,8 @@ function parseOptions(): Options {
     pensieveFa: values['pensieve-fa'],
     slots: values.slots === undefined ? undefined : positiveInt('slots', values.slots, 1),
     sharedOpening: values['shared-opening'] ?? false,
-    gpuLayers: gpuLayers(values['gpu-layers']),
+    gpuLayers: gpuLayersOption(values['gpu-layers']),
   };
-}
-
-/** --gpu-layers: 0 (CPU only, the default), a count, or -1 (all). */
-function gpuLayers(value: string | undefined): number {
-  const n = Number(value ?? 0);
-  if (!Number.isInteger(n) || n < -1) throw new Error(`--gpu-layers must be -1 or a count, got "${value}"`);
-  return n;
 }
 
 // ---- HTTP ----
@@ -303,11 +296,6 @@ async function warmUp(server: RunningServer, slots: number): Promise<void> {
 const log = (line: string): void => void process.stderr.write(`[replay] ${line}\n`);
 const fmtMs = (ms: number): string => (Number.isNaN(ms) ? 'n/a' : ms >= 100 ? ms.toFixed(0) : ms.toFixed(1));
 const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
 
 /** Computed prompt tokens over all turns and sessions. */
 const totalComputed = (r: Replay): number => sum(r.turns.map((t) => sum(t.answers.map((a) => a.computed))));

@@ -25,7 +25,7 @@ import { Engine } from '../src/engine/engine.js';
 import type { FinalStats } from '../src/engine/types.js';
 import { uniformRandom } from '../src/prng.js';
 import { buildLlamaTools, llamaSourceDir, repoRoot } from './llama-tools.js';
-import { nonNegativeInt, positiveInt } from './options.js';
+import { median, nonNegativeInt, positiveInt } from './options.js';
 
 const BATCH = 512; // -b and -ub for llama.cpp; batchSize, ubatchSize and stepTokenBudget for Pensieve
 const TARGETS = { singleDecode: 0.97, aggregateAt8: 1.0 };
@@ -269,12 +269,6 @@ const disturbed: string[] = [];
 const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
 
 // ---- report ----
-
-function median(values: number[]): number {
-  const s = values.filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
 
 
 const fmt = (v: number): string => (Number.isNaN(v) ? 'n/a' : v.toFixed(1));

@@ -19,7 +19,7 @@ import { ChatRenderer } from '../src/chat/renderer.js';
 import { loadAddon } from '../src/native.js';
 import { assistantTurn, filler, firstMessages, loadTraffic, sizePrefix, toolResults, type Message } from './claude-code-traffic.js';
 import { repoRoot } from './llama-tools.js';
-import { positiveInt } from './options.js';
+import { median, positiveInt } from './options.js';
 
 const { values } = parseArgs({
   options: {
@@ -58,7 +58,6 @@ const timed = <T>(f: () => T): [T, number] => {
   const value = f();
   return [value, performance.now() - t0];
 };
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const { Model, promptPieceCounts } = loadAddon();
 const dir = mkdtempSync(join(tmpdir(), 'pensieve-prepare-'));
