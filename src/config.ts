@@ -1,5 +1,6 @@
 // Configuration: built-in defaults (config/pensieve.toml) < user file < --config file < PENSIEVE_* env < flags.
 // Each layer is validated on its own against one JSON schema, so an error names both the key and the layer.
+// Every problem of every layer is collected and reported at once (one ConfigError, one line per problem).
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +12,9 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export const FLASH_ATTENTION = ['off', 'on', 'auto'] as const;
 export type FlashAttention = (typeof FLASH_ATTENTION)[number];
+/** KV cache element types, most precise first; "auto" lets the memory plan choose (src/model/memory-plan.ts). */
+export const KV_TYPES = ['f16', 'q8_0', 'q4_0'] as const;
+export type KvType = (typeof KV_TYPES)[number];
 
 /** The TOML shape (snake_case), as validated by {@link configSchema}. */
 export interface RawConfig {
@@ -28,7 +32,9 @@ export interface RawConfig {
   model: { path: string; folder: string; check_memory: boolean; gpu_layers: number; aliases: Record<string, string> };
   engine: {
     slots: number;
-    context_per_slot: number;
+    max_context: number;
+    pool_tokens: number;
+    kv_type: KvType | 'auto';
     step_token_budget: number;
     batch_size: number;
     ubatch_size: number;
@@ -65,7 +71,11 @@ export interface PensieveConfig {
   model: { path: string; folder: string; checkMemory: boolean; gpuLayers: number; aliases: Record<string, string> };
   engine: {
     slots: number;
-    contextPerSlot: number;
+    /** Longest context (prompt + output) of one sequence; 0 = the model's trained context, within the pool. */
+    maxContext: number;
+    /** KV cells shared by all sequences; 0 = sized to this machine's memory. */
+    poolTokens: number;
+    kvType: KvType | 'auto';
     stepTokenBudget: number;
     batchSize: number;
     ubatchSize: number;
@@ -99,6 +109,13 @@ export interface LoadConfigOptions {
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
+  /** One line per problem; `message` is these lines joined. */
+  readonly problems: string[];
+  constructor(problems: string | string[]) {
+    const list = typeof problems === 'string' ? [problems] : problems;
+    super(list.join('\n'));
+    this.problems = list;
+  }
 }
 
 type Prop = { type: 'string' | 'integer' | 'boolean' | 'array' | 'object'; [keyword: string]: unknown };
@@ -126,7 +143,9 @@ const SECTIONS: Record<keyof RawConfig, Record<string, Prop>> = {
   },
   engine: {
     slots: int(1, 256),
-    context_per_slot: int(256, 1048576),
+    max_context: int(0, 16777216),
+    pool_tokens: int(0, 16777216),
+    kv_type: { type: 'string', enum: [...KV_TYPES, 'auto'] },
     step_token_budget: int(1, 65536),
     batch_size: int(1, 65536),
     ubatch_size: int(1, 65536),
@@ -156,7 +175,7 @@ export const configSchema = schemaOf(false);
 let validators: { layer: ValidateFunction; complete: ValidateFunction } | undefined;
 function validatorsOf() {
   if (validators) return validators;
-  const ajv = new Ajv();
+  const ajv = new Ajv({ allErrors: true });
   return (validators = { layer: ajv.compile(configSchema), complete: ajv.compile(schemaOf(true)) });
 }
 
@@ -171,56 +190,82 @@ interface Layer {
   where: string;
   /** For env layers: the one key the variable sets, left out of messages about it. */
   ownKey?: string;
+  /** Keys (`section` or `section.key`) with a problem: left out of the merge, so cross-key checks see only valid values. */
+  faulty?: Set<string>;
 }
 
-function fail(layer: Layer, key: string, text: string): never {
-  throw new ConfigError(`${layer.where}: ${key === layer.ownKey ? '' : `${key} `}${text}`);
+function problem(layer: Layer, key: string, text: string): string {
+  return `${layer.where}: ${key === layer.ownKey ? '' : `${key} `}${text}`;
 }
 
-function describe(layer: Layer, e: ErrorObject): never {
-  const parts = e.instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
-  const key = parts.join('.');
-  const sub = (name: unknown) => (key ? `${key}.${String(name)}` : String(name));
+const pathOf = (e: ErrorObject) => e.instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+
+/** The key an ajv error is about: errors about one property (unknown, missing, bad name) are reported on its table. */
+function subjectOf(e: ErrorObject): string[] {
+  const name = e.params.additionalProperty ?? e.params.missingProperty ?? e.propertyName ?? e.params.propertyName;
+  return name === undefined ? pathOf(e) : [...pathOf(e), String(name)];
+}
+
+function describe(layer: Layer, e: ErrorObject): string {
+  const key = pathOf(e).join('.');
+  const subject = subjectOf(e).join('.');
   switch (e.keyword) {
     case 'additionalProperties':
-      throw new ConfigError(`${layer.where}: unknown key ${sub(e.params.additionalProperty)}`);
+      return `${layer.where}: unknown key ${subject}`;
     case 'required':
-      throw new ConfigError(`${layer.where}: missing key ${sub(e.params.missingProperty)}`);
+      return `${layer.where}: missing key ${subject}`;
     case 'type': {
       const type = e.params.type === 'object' ? 'table' : String(e.params.type);
-      return fail(layer, key, `must be ${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`);
+      return problem(layer, key, `must be ${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`);
     }
     case 'enum':
-      return fail(layer, key, `must be one of ${(e.params.allowedValues as string[]).join(', ')}`);
+      return problem(layer, key, `must be one of ${(e.params.allowedValues as string[]).join(', ')}`);
     case 'minLength':
-      return fail(layer, key, 'must not be empty');
+      return problem(layer, key, 'must not be empty');
     default:
       if (e.propertyName !== undefined)
-        return fail(layer, key, `pattern ${JSON.stringify(e.propertyName)} is invalid: '*' may only come last`);
-      return fail(layer, key, e.message ?? e.keyword);
+        return problem(layer, key, `pattern ${JSON.stringify(e.propertyName)} is invalid: '*' may only come last`);
+      return problem(layer, key, e.message ?? e.keyword);
   }
 }
 
-function validate(layer: Layer, complete = false): Layer {
+/**
+ * Adds the layer's schema problems to `problems`: one per key, since ajv may report several errors for one
+ * (`type` then `minimum`; a bad alias pattern as `pattern` then `propertyNames`), and the first says it.
+ */
+function validate(layer: Layer, problems: string[], complete = false): Layer {
   const check = validatorsOf()[complete ? 'complete' : 'layer'];
-  if (!check(layer.data)) describe(layer, check.errors![0]!);
+  if (check(layer.data)) return layer;
+  const seen = new Set<string>();
+  layer.faulty = new Set();
+  for (const e of check.errors!) {
+    const subject = subjectOf(e);
+    const id = JSON.stringify(subject);
+    if (seen.has(id)) continue;
+    seen.add(id);
+    problems.push(describe(layer, e));
+    layer.faulty.add(subject.slice(0, 2).join('.'));
+  }
   return layer;
 }
 
-function readLayer(file: string, source: string): Layer {
+/** The file's layer, or undefined (and a problem) when it cannot be read or parsed. */
+function readLayer(file: string, source: string, problems: string[]): Layer | undefined {
   const where = `config ${file}`;
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError(`${where}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    problems.push(`${where}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    return undefined;
   }
   try {
     return { data: parseToml(text), source, where };
   } catch (err) {
     if (!(err instanceof TomlError)) throw err;
     const reason = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
-    throw new ConfigError(`${where}: TOML syntax error at line ${err.line}, column ${err.column}: ${reason}`);
+    problems.push(`${where}: TOML syntax error at line ${err.line}, column ${err.column}: ${reason}`);
+    return undefined;
   }
 }
 
@@ -262,30 +307,38 @@ export function stateFolder(env: NodeJS.ProcessEnv = process.env, platform = pro
 
 const BOOLEANS: Record<string, boolean> = { true: true, false: false, '1': true, '0': false, yes: true, no: false, on: true, off: false };
 
-function coerce(layer: Layer, type: Prop['type'], text: string): unknown {
+type Coerced = { value: unknown } | { problem: string };
+
+function coerce(type: Prop['type'], text: string): Coerced {
   const list = () => text.split(',').map((s) => s.trim()).filter(Boolean);
   switch (type) {
     case 'integer':
-      return /^[+-]?\d+$/.test(text.trim()) ? Number(text) : fail(layer, layer.ownKey!, 'must be an integer');
-    case 'boolean':
-      return BOOLEANS[text.trim().toLowerCase()] ?? fail(layer, layer.ownKey!, 'must be true or false');
+      return /^[+-]?\d+$/.test(text.trim()) ? { value: Number(text) } : { problem: 'must be an integer' };
+    case 'boolean': {
+      const value = BOOLEANS[text.trim().toLowerCase()];
+      return value === undefined ? { problem: 'must be true or false' } : { value };
+    }
     case 'array':
-      return list();
-    case 'object':
-      return Object.fromEntries(
-        list().map((pair) => {
-          const eq = pair.indexOf('=');
-          if (eq < 0) fail(layer, layer.ownKey!, 'must be pattern=target pairs separated by commas');
-          return [pair.slice(0, eq).trim(), pair.slice(eq + 1).trim()];
-        }),
-      );
+      return { value: list() };
+    case 'object': {
+      const pairs = list();
+      if (!pairs.every((pair) => pair.includes('='))) return { problem: 'must be pattern=target pairs separated by commas' };
+      const split = (pair: string) => {
+        const eq = pair.indexOf('=');
+        return [pair.slice(0, eq).trim(), pair.slice(eq + 1).trim()];
+      };
+      return { value: Object.fromEntries(pairs.map(split)) };
+    }
     case 'string':
-      return text;
+      return { value: text };
   }
 }
 
-/** One layer per PENSIEVE_<SECTION>_<KEY> variable; an unknown key under a known section is an error. */
-function envLayers(env: NodeJS.ProcessEnv): Layer[] {
+/**
+ * One layer per PENSIEVE_<SECTION>_<KEY> variable; a variable that does not coerce to its key's type is a
+ * problem and sets nothing; so is a variable with an unknown key under a known section.
+ */
+function envLayers(env: NodeJS.ProcessEnv, problems: string[]): Layer[] {
   const layers: Layer[] = [];
   const known = new Set<string>();
   for (const [section, props] of Object.entries(SECTIONS))
@@ -295,21 +348,29 @@ function envLayers(env: NodeJS.ProcessEnv): Layer[] {
       const text = env[name];
       if (!text) continue;
       const layer: Layer = { data: {}, source: `env ${name}`, where: `env ${name}`, ownKey: `${section}.${key}` };
-      layer.data[section] = { [key]: coerce(layer, prop.type, text) };
-      layers.push(validate(layer));
+      const coerced = coerce(prop.type, text);
+      if ('problem' in coerced) problems.push(problem(layer, layer.ownKey!, coerced.problem));
+      else {
+        layer.data[section] = { [key]: coerced.value };
+        layers.push(validate(layer, problems));
+      }
     }
   const sectionPrefix = new RegExp(`^PENSIEVE_(${Object.keys(SECTIONS).join('|').toUpperCase()})_`);
-  const stray = Object.keys(env).find((name) => sectionPrefix.test(name) && !known.has(name));
-  if (stray) throw new ConfigError(`env ${stray}: unknown key (not a PENSIEVE_<SECTION>_<KEY> setting)`);
+  for (const name of Object.keys(env))
+    if (sectionPrefix.test(name) && !known.has(name))
+      problems.push(`env ${name}: unknown key (not a PENSIEVE_<SECTION>_<KEY> setting)`);
   return layers;
 }
 
-/** Merges `from` into `into`; records the source of each leaf (arrays are leaves, tables merge). */
-function merge(into: Table, from: Table, source: string, sources: Record<string, string>, prefix = ''): void {
+/**
+ * Merges `from` into `into`, leaving out the keys in `skip`; records the source of each leaf (arrays are
+ * leaves, tables merge).
+ */
+function merge(into: Table, from: Table, source: string, sources: Record<string, string>, skip?: Set<string>, prefix = ''): void {
   for (const [k, v] of Object.entries(from)) {
-    if (v === undefined) continue;
     const key = prefix ? `${prefix}.${k}` : k;
-    if (isTable(v)) merge((into[k] = isTable(into[k]) ? into[k] : {}) as Table, v, source, sources, key);
+    if (v === undefined || skip?.has(key)) continue;
+    if (isTable(v)) merge((into[k] = isTable(into[k]) ? into[k] : {}) as Table, v, source, sources, skip, key);
     else {
       into[k] = Array.isArray(v) ? [...(v as unknown[])] : v;
       sources[key] = source;
@@ -330,31 +391,44 @@ export interface LoadedConfig {
   sources: Record<string, string>;
 }
 
-export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
-  const env = opts.env ?? process.env;
-  const platform = opts.platform ?? process.platform;
-  const defaults = defaultConfigFile();
-  const layers = [validate(readLayer(defaults, 'default'), true)];
+/** Reads, validates and merges every layer; a layer's problems do not stop the others from being read. */
+function mergeLayers(opts: LoadConfigOptions, env: NodeJS.ProcessEnv, platform: NodeJS.Platform) {
+  const problems: string[] = [];
+  const layers: Layer[] = [];
+  const defaults = readLayer(defaultConfigFile(), 'default', problems);
+  if (defaults) layers.push(validate(defaults, problems, true));
   const user = userConfigFile(env, platform);
   const file = opts.file === undefined ? (existsSync(user) ? user : undefined) : path.resolve(opts.file);
-  if (file) layers.push(validate(readLayer(file, opts.file === undefined ? `user file ${file}` : `--config ${file}`)));
-  layers.push(...envLayers(env));
-  if (opts.overrides) layers.push(validate({ data: opts.overrides as Table, source: 'flag', where: 'flag' }));
+  const source = opts.file === undefined ? `user file ${file}` : `--config ${file}`;
+  const fileLayer = file ? readLayer(file, source, problems) : undefined;
+  if (fileLayer) layers.push(validate(fileLayer, problems));
+  layers.push(...envLayers(env, problems));
+  if (opts.overrides) layers.push(validate({ data: opts.overrides as Table, source: 'flag', where: 'flag' }, problems));
 
   const merged: Table = {};
   const sources: Record<string, string> = {};
-  for (const layer of layers) merge(merged, layer.data, layer.source, sources);
-  const raw = merged as unknown as RawConfig;
+  for (const layer of layers) merge(merged, layer.data, layer.source, sources, layer.faulty);
+  return { raw: merged as unknown as RawConfig, sources, problems };
+}
 
+/** Checks between keys, on the merged values (unset only where a layer was broken: `undefined > n` is false). */
+function crossKeyProblems(raw: RawConfig, sources: Record<string, string>): string[] {
+  const engine: Partial<RawConfig['engine']> = raw.engine ?? {};
   const atMost = (small: keyof RawConfig['engine'], big: keyof RawConfig['engine']) => {
     const [a, b] = [`engine.${small}`, `engine.${big}`];
-    if (raw.engine[small] > raw.engine[big])
-      throw new ConfigError(
-        `config: ${a} (${raw.engine[small]}, from ${sources[a]}) must be <= ${b} (${raw.engine[big]}, from ${sources[b]})`,
-      );
+    return engine[small]! > engine[big]!
+      ? [`config: ${a} (${engine[small]}, from ${sources[a]}) must be <= ${b} (${engine[big]}, from ${sources[b]})`]
+      : [];
   };
-  atMost('ubatch_size', 'batch_size');
-  atMost('step_token_budget', 'batch_size');
+  return [...atMost('ubatch_size', 'batch_size'), ...atMost('step_token_budget', 'batch_size')];
+}
+
+export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
+  const env = opts.env ?? process.env;
+  const platform = opts.platform ?? process.platform;
+  const { raw, sources, problems } = mergeLayers(opts, env, platform);
+  problems.push(...crossKeyProblems(raw, sources));
+  if (problems.length) throw new ConfigError(problems);
 
   const { server: s, model: m, engine: e, cache: c } = raw;
   const config: PensieveConfig = {
@@ -378,7 +452,9 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     },
     engine: {
       slots: e.slots,
-      contextPerSlot: e.context_per_slot,
+      maxContext: e.max_context,
+      poolTokens: e.pool_tokens,
+      kvType: e.kv_type,
       stepTokenBudget: e.step_token_budget,
       batchSize: e.batch_size,
       ubatchSize: e.ubatch_size,

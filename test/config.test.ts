@@ -37,7 +37,7 @@ t.test('defaults load and match config/pensieve.toml', async (t) => {
       else if (section === 'model' && key === 'folder') t.equal(actual, path.join(dir, 'cache', 'pensieve', 'models'), 'models folder');
       else t.same(actual, value, `${section}.${key}`);
     }
-  t.equal(config.engine.contextPerSlot, 32768);
+  t.equal(config.engine.maxContext, 0);
   t.same(config.server.apiKeys, ['pensieve-local-key']);
   t.same(config.model.aliases, { 'claude-*': 'default' });
   t.equal(config.log.level, 'info');
@@ -159,13 +159,81 @@ t.test('errors name the key and the layer', async (t) => {
   rejects(t, () => load({ overrides: { server: { hots: 'x' } } }), /^flag: unknown key server\.hots$/);
 });
 
+t.test('every problem of every layer is named at once', async (t) => {
+  const { dir, load } = setup(t, {
+    'issue.toml': '[server]\nport = "not-a-number"\nnonsense_key = 1\n',
+    'bad.toml': '[engine]\nslots = [\n',
+    'many.toml': '[engine]\nslots = -1.5\nbatch_size = 256\n[model.aliases]\n"a*b" = "default"\n',
+  });
+  const f = (name: string) => path.join(dir, name);
+  const problemsOf = (opts: LoadConfigOptions): string[] => {
+    try {
+      load(opts);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      t.equal(err.message, err.problems.join('\n'), 'the message lists the problems, one per line');
+      return err.problems;
+    }
+    t.fail('no ConfigError');
+    return [];
+  };
+
+  // The issue's example: the unknown key no longer hides the bad port.
+  const issue = problemsOf({ file: f('issue.toml') });
+  t.same(issue.sort(), [
+    `config ${f('issue.toml')}: server.port must be an integer`,
+    `config ${f('issue.toml')}: unknown key server.nonsense_key`,
+  ]);
+
+  // Problems in the file, the environment and the flags together; one line per key (-1.5 is not also
+  // "must be >= 1", a bad alias pattern is not also "property name must be valid"); the file's valid
+  // batch_size still reaches the cross-key checks.
+  const many = problemsOf({
+    file: f('many.toml'),
+    env: { PENSIEVE_SERVER_PORT: 'x', PENSIEVE_ENGINE_THREADS: '-1', PENSIEVE_ENGINE_SLOTZ: '4', PENSIEVE_LOG_LEVELS: 'debug' },
+    overrides: { server: { hots: 'x' } },
+  });
+  t.same(many, [
+    `config ${f('many.toml')}: model.aliases pattern "a*b" is invalid: '*' may only come last`,
+    `config ${f('many.toml')}: engine.slots must be an integer`,
+    'env PENSIEVE_SERVER_PORT: must be an integer',
+    'env PENSIEVE_ENGINE_THREADS: must be >= 0',
+    'env PENSIEVE_ENGINE_SLOTZ: unknown key (not a PENSIEVE_<SECTION>_<KEY> setting)',
+    'env PENSIEVE_LOG_LEVELS: unknown key (not a PENSIEVE_<SECTION>_<KEY> setting)',
+    'flag: unknown key server.hots',
+    `config: engine.ubatch_size (512, from default) must be <= engine.batch_size (256, from --config ${f('many.toml')})`,
+    `config: engine.step_token_budget (512, from default) must be <= engine.batch_size (256, from --config ${f('many.toml')})`,
+  ]);
+
+  // A bad value is left out of the merge, so it adds no cross-key problem of its own.
+  const env = problemsOf({ env: { PENSIEVE_ENGINE_BATCH_SIZE: '0' } });
+  t.same(env, ['env PENSIEVE_ENGINE_BATCH_SIZE: must be >= 1']);
+
+  // A file that does not parse is one problem; the other layers are still checked.
+  const syntax = problemsOf({ file: f('bad.toml'), env: { PENSIEVE_ENGINE_SLOTS: '0', PENSIEVE_LOG_LEVEL: 'loud' } });
+  t.equal(syntax.length, 3);
+  t.match(syntax[0], /^config .*bad\.toml: TOML syntax error at line \d+, column \d+: /);
+  t.same(syntax.slice(1), [
+    'env PENSIEVE_ENGINE_SLOTS: must be >= 1',
+    'env PENSIEVE_LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, silent',
+  ]);
+
+  // A single problem reads as before, with no list around it.
+  rejects(t, () => load({ overrides: { engine: { slots: 0 } } }), /^flag: engine\.slots must be >= 1$/);
+  t.same(problemsOf({ overrides: { engine: { slots: 0 } } }), ['flag: engine.slots must be >= 1']);
+  t.same(new ConfigError('one').problems, ['one'], 'a ConfigError made from one message has it as its one problem');
+});
+
 t.test('cross-field checks after merging', async (t) => {
   const { dir, load } = setup(t, { 'x.toml': '[engine]\nbatch_size = 256\n' });
   const file = path.join(dir, 'x.toml');
   rejects(
     t,
     () => load({ file }),
-    new RegExp(`^config: engine\\.ubatch_size \\(512, from default\\) must be <= engine\\.batch_size \\(256, from --config ${file.replace(/[.\\]/g, '\\$&')}\\)$`),
+    new RegExp(
+      `^config: engine\\.ubatch_size \\(512, from default\\) must be <= engine\\.batch_size \\(256, from --config ${file.replace(/[.\\]/g, '\\$&')}\\)\n` +
+        'config: engine\\.step_token_budget \\(512, from default\\) must be <= engine\\.batch_size \\(256, ',
+    ),
   );
   const ok = load({ file, env: { PENSIEVE_ENGINE_UBATCH_SIZE: '256' }, overrides: { engine: { step_token_budget: 128 } } });
   t.equal(ok.config.engine.ubatchSize, 256);
