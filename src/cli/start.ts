@@ -9,6 +9,7 @@ import { exitOnSignals } from '../server/shutdown.js';
 import { PreparePool } from '../chat/prepare-pool.js';
 import type { ModelInfo } from '../api/models.js';
 import { engineSettings } from '../engine/settings.js';
+import { renderPlan } from '../model/memory-plan.js';
 import { preflight, PreflightError } from '../model/preflight.js';
 import { startDaemon } from './daemon.js';
 import { CliError, ExitCode } from './errors.js';
@@ -29,6 +30,9 @@ Options:
   --daemon         run in the background: writes pensieve-<port>.pid and pensieve-<port>.log
                    in the state folder, returns once the server is ready; \`pensieve stop\` stops it
   -h, --help       show this help
+
+The memory plan (KV type, pool of KV cells, longest context; see \`pensieve validate\`) is
+printed on stderr before the model loads.
 
 Exit codes: 0 ok (the server stopped cleanly, or --daemon: it is ready), 1 the model could not be
 downloaded, does not fit in memory, or failed to load, 2 bad usage or config.
@@ -51,19 +55,21 @@ async function modelInfoOf(modelPath: string): Promise<ModelInfo> {
 }
 
 /**
- * The config with model.path replaced by a checked local file (downloaded if need be). A context per slot
- * left at its default is lowered to fit this machine's memory (a chosen one is refused with advice).
+ * The config with model.path replaced by a checked local file (downloaded if need be), and the memory
+ * plan resolved: engine.kv_type, engine.pool_tokens and engine.max_context as this machine holds them
+ * (src/model/memory-plan.ts). The plan goes to stderr; one that does not fit is refused with advice.
  */
-async function prepareModel({ config, sources }: LoadedConfig): Promise<PensieveConfig> {
+async function prepareModel({ config }: LoadedConfig): Promise<PensieveConfig> {
   const modelPath = await localModelPath(config, true);
-  const fit = sources['engine.context_per_slot'] === 'default';
   try {
-    const { contextPerSlot } = await preflight(modelPath, { ...config.engine, checkMemory: config.model.checkMemory, fitContext: fit });
-    if (contextPerSlot !== config.engine.contextPerSlot) {
-      process.stderr.write(`pensieve: ${config.engine.slots} slots x ${config.engine.contextPerSlot} tokens of context do not fit in ` +
-        `this machine's memory with this model; using ${contextPerSlot} tokens per slot (set engine.context_per_slot to choose)\n`);
-    }
-    return { ...config, model: { ...config.model, path: modelPath }, engine: { ...config.engine, contextPerSlot } };
+    const { plan } = await preflight(modelPath, config);
+    process.stderr.write(`pensieve: ${renderPlan(plan)}\n`);
+    if (!plan.fits) process.stderr.write('pensieve: this plan does not fit in memory, but model.check_memory = false\n');
+    return {
+      ...config,
+      model: { ...config.model, path: modelPath },
+      engine: { ...config.engine, kvType: plan.kvType, poolTokens: plan.poolTokens, maxContext: plan.maxContext },
+    };
   } catch (err) {
     if (err instanceof PreflightError) throw new CliError(err.message);
     throw err;
@@ -81,7 +87,10 @@ export async function run(args: string[]): Promise<ExitCode | undefined> {
   const pool = new PreparePool({ modelPath: settings.modelPath, threads: 2 });
   const app = await buildServer({ config, state, pool, model: await modelInfoOf(settings.modelPath) });
   await app.listen({ host: config.server.host, port: config.server.port });
-  app.log.info({ model: settings.modelPath, slots: settings.slots, contextPerSlot: settings.contextPerSlot, threads: settings.threads }, 'loading model');
+  app.log.info(
+    { model: settings.modelPath, slots: settings.slots, poolTokens: settings.poolTokens, maxContext: settings.maxContext, kvType: settings.kvType, threads: settings.threads },
+    'loading model',
+  );
   try {
     state.engine = await Engine.start(settings, (level, message) => app.log[level]({ source: 'engine' }, message));
   } catch (err) {

@@ -1,21 +1,16 @@
 // Checks a model file before it is loaded: a GGUF that llama.cpp reads, of an architecture it supports,
-// whose weights and KV cache fit in this machine's memory. A model that does not fit would otherwise
-// be loaded and swap or be killed; here it is refused with the numbers and a way out.
+// and a memory plan (src/model/memory-plan.ts) that fits where its layers run. A model that does not
+// fit would otherwise be loaded and swap or be killed; here it is refused with the numbers and a way out.
 import { open, stat } from 'node:fs/promises';
 import os from 'node:os';
+import type { PensieveConfig } from '../config.js';
+import { loadAddon, type DeviceInfo } from '../native.js';
 import { readGgufHeader, type GgufMetadata } from './gguf.js';
 import { llamaArchitectures } from './llama-architectures.js';
+import { machineFrom, MemoryPlanError, planMemory, type KvLayer, type KvShape, type Machine, type MemoryPlan } from './memory-plan.js';
 
 const GGUF_MAGIC = 'GGUF';
 const GGUF_VERSIONS = [2, 3];
-/** llama.cpp's default KV cache type. */
-const F16_BYTES = 2;
-const MIB = 1024 * 1024;
-/** Compute buffers, the runtime and the prompt workers: a tenth of the weights, at least 512 MiB. */
-const MARGIN_MIN = 512 * MIB;
-const MARGIN_FRACTION = 0.1;
-/** engine.context_per_slot's lower bound and the granularity of suggestions. */
-const CONTEXT_STEP = 256;
 
 export class PreflightError extends Error {
   override name = 'PreflightError';
@@ -31,24 +26,8 @@ export interface ModelFacts {
   layers: number;
   /** The context length the model was trained for, when the file says. */
   trainedContext?: number;
-  /** KV cache bytes per token of context: f16 keys and values over all layers. */
-  kvBytesPerToken: number;
-}
-
-export interface RunShape {
-  slots: number;
-  contextPerSlot: number;
-}
-
-export interface MemoryEstimate {
-  /** The file size: llama.cpp maps the weights whole. */
-  weights: number;
-  kvCache: number;
-  margin: number;
-  total: number;
-  /** This machine's memory (os.totalmem()). */
-  available: number;
-  fits: boolean;
+  /** KV heads and sizes per layer, and which layers use a sliding window. */
+  kv: KvShape;
 }
 
 /** A number from a scalar entry, or entry `layer` of an array one (per-layer values). */
@@ -101,110 +80,141 @@ export async function inspectModel(path: string): Promise<ModelFacts> {
     name: name?.type === 'string' ? name.value : undefined,
     layers,
     trainedContext: numberAt(metadata, `${architecture}.context_length`),
-    kvBytesPerToken: kvBytesPerToken(metadata, architecture, layers),
+    kv: kvShape(metadata, architecture, layers),
   };
 }
 
+
 /**
- * llama.cpp's defaults: head_count_kv = head_count, key and value lengths = embedding_length /
- * head_count. Head counts may be per layer (arrays); a layer without attention has no KV.
+ * How llama.cpp's loaders mark sliding-window layers (native/deps/llama.cpp/src/models/<file>.cpp,
+ * load_arch_hparams). `period` n goes through llama_hparams::set_swa_pattern: layer il is SWA when
+ * il % n < n - 1 (the last layer of each period is full: gpt-oss alternates SWA, full, SWA, ...), or,
+ * with `denseFirst`, when il % n != 0. A file's `<arch>.attention.sliding_window_pattern` overrides
+ * the period when it is a number, and gives every layer's flag when it is an array (load_swa_pattern);
+ * rules without a period take only the array. `when`: 'window>0' = SWA only when the file's
+ * sliding_window is positive; 'not-window=0' = unless the file says 0 (llama4). `window` is the
+ * sliding window when the file gives none, or always with `forceWindow`.
+ * Architectures not listed (phi3 among them: llama.cpp ignores Phi-3's sliding_window) have no SWA
+ * layers here: every layer is counted at the pool's size, which can only overestimate the memory.
+ * Layers that share another layer's KV (gemma3n, gemma4) are counted too, for the same reason.
  */
-export function kvBytesPerToken(metadata: GgufMetadata, arch: string, layers: number): number {
+interface SwaRule {
+  period?: number;
+  denseFirst?: boolean;
+  when?: 'window>0' | 'not-window=0';
+  window?: number;
+  forceWindow?: boolean;
+}
+const SWA_RULES: Readonly<Record<string, SwaRule>> = {
+  'gpt-oss': { period: 2 }, // openai-moe.cpp
+  gemma2: { period: 2, window: 4096 },
+  gemma3: { period: 6, when: 'window>0' },
+  gemma3n: { period: 5 },
+  gemma4: {},
+  cohere2: { period: 4 },
+  cohere2moe: { period: 4, denseFirst: true },
+  llama4: { period: 4, when: 'not-window=0', window: 8192, forceWindow: true }, // chunked attention, same cache size
+  olmo2: { period: 4, when: 'window>0' },
+  plamo3: { period: 8, when: 'window>0' },
+  afmoe: { period: 4, when: 'window>0' },
+  mellum: { period: 4, when: 'window>0' },
+  smallthinker: { period: 4, denseFirst: true, when: 'window>0', window: 4096, forceWindow: true },
+  'exaone-moe': { period: 4, window: 128 },
+  'muse-glimmer': { period: 4 },
+  granite_swa: {},
+  step35: {},
+  mimo2: {},
+  maple: {},
+  spark2_5: {},
+  dots3note: {},
+};
+
+/** Per-layer SWA flags and the window, as llama.cpp would set them for this file; undefined: no SWA. */
+function slidingWindowLayers(metadata: GgufMetadata, arch: string, layers: number): { swa: boolean[]; window: number } | undefined {
+  const rule = SWA_RULES[arch];
+  if (!rule) return undefined;
+  const fileWindow = numberAt(metadata, `${arch}.attention.sliding_window`);
+  if (rule.when === 'window>0' && !(fileWindow !== undefined && fileWindow > 0)) return undefined;
+  if (rule.when === 'not-window=0' && fileWindow === 0) return undefined;
+  const window = rule.forceWindow ? rule.window : (fileWindow ?? rule.window);
+  if (!window) return undefined;
+  const pattern = metadata.get(`${arch}.attention.sliding_window_pattern`);
+  let swa: boolean[];
+  if (pattern?.type === 'array') {
+    swa = Array.from({ length: layers }, (_, il) => Boolean(pattern.value[il]));
+  } else {
+    const period = numberAt(metadata, `${arch}.attention.sliding_window_pattern`) ?? rule.period;
+    if (period === undefined) return undefined;
+    // llama_hparams::set_swa_pattern; a period of 0 makes every layer SWA.
+    swa = Array.from({ length: layers }, (_, il) => period === 0 || (rule.denseFirst ? il % period !== 0 : il % period < period - 1));
+  }
+  return swa.some(Boolean) ? { swa, window } : undefined;
+}
+
+/**
+ * KV heads and head sizes per layer, with llama.cpp's defaults (llama_model_base::load_hparams):
+ * head_count_kv = head_count, key and value lengths = embedding_length / head_count of layer 0, and
+ * `key_length_swa` / `value_length_swa` for sliding-window layers. Head counts may be per layer
+ * (arrays); a layer with no KV heads (recurrent, or without attention) keeps no KV.
+ */
+export function kvShape(metadata: GgufMetadata, arch: string, layers: number): KvShape {
   const embd = numberAt(metadata, `${arch}.embedding_length`);
   const heads0 = numberAt(metadata, `${arch}.attention.head_count`);
   const headDim = embd !== undefined && heads0 ? embd / heads0 : 0;
-  const keyLength = numberAt(metadata, `${arch}.attention.key_length`) ?? headDim;
-  const valueLength = numberAt(metadata, `${arch}.attention.value_length`) ?? headDim;
-  let bytes = 0;
+  const keyLength = heads0 ? (numberAt(metadata, `${arch}.attention.key_length`) ?? headDim) : 0;
+  const valueLength = heads0 ? (numberAt(metadata, `${arch}.attention.value_length`) ?? headDim) : 0;
+  const keyLengthSwa = numberAt(metadata, `${arch}.attention.key_length_swa`) ?? keyLength;
+  const valueLengthSwa = numberAt(metadata, `${arch}.attention.value_length_swa`) ?? valueLength;
+  const sliding = slidingWindowLayers(metadata, arch, layers);
+  const kvLayers: KvLayer[] = [];
   for (let layer = 0; layer < layers; layer++) {
     const heads = numberAt(metadata, `${arch}.attention.head_count`, layer) ?? 0;
     const kvHeads = numberAt(metadata, `${arch}.attention.head_count_kv`, layer) ?? heads;
-    bytes += kvHeads * (keyLength + valueLength) * F16_BYTES;
+    const swa = sliding?.swa[layer] ?? false;
+    kvLayers.push({ kvHeads, heads, swa, keyLength: swa ? keyLengthSwa : keyLength, valueLength: swa ? valueLengthSwa : valueLength });
   }
-  return bytes;
+  return { layers: kvLayers, slidingWindow: sliding?.window ?? 0 };
 }
 
-const marginFor = (weights: number) => Math.max(MARGIN_MIN, Math.ceil(weights * MARGIN_FRACTION));
-
-export function estimateMemory(
-  facts: Pick<ModelFacts, 'fileBytes' | 'kvBytesPerToken'>,
-  run: RunShape,
-  available = os.totalmem(),
-): MemoryEstimate {
-  const weights = facts.fileBytes;
-  const kvCache = facts.kvBytesPerToken * run.slots * run.contextPerSlot;
-  const margin = marginFor(weights);
-  const total = weights + kvCache + margin;
-  return { weights, kvCache, margin, total, available, fits: total <= available };
-}
-
-export const gib = (bytes: number) => `${(bytes / 1024 ** 3).toFixed(1)} GiB`;
-
-/** Why the model does not fit, and the largest settings that would. */
-export function memoryAdvice(facts: Pick<ModelFacts, 'path' | 'kvBytesPerToken'>, run: RunShape, m: MemoryEstimate): string {
-  const lines = [
-    `${facts.path} needs about ${gib(m.total)} of memory, but this machine has ${gib(m.available)}:`,
-    `  weights ${gib(m.weights)} + KV cache ${gib(m.kvCache)} (${run.slots} slots x ${run.contextPerSlot} tokens, ` +
-      `${Math.round(facts.kvBytesPerToken / 1024)} KiB per token) + margin ${gib(m.margin)}`,
-  ];
-  const cells = Math.floor((m.available - m.weights - m.margin) / Math.max(facts.kvBytesPerToken, 1));
-  if (cells < CONTEXT_STEP) {
-    lines.push('The weights alone do not fit: use a smaller model or a smaller quantization.');
-  } else {
-    const context = Math.floor(cells / run.slots / CONTEXT_STEP) * CONTEXT_STEP;
-    const slots = Math.floor(cells / run.contextPerSlot);
-    const options = [
-      context >= CONTEXT_STEP && `engine.context_per_slot = ${context} (with ${run.slots} slots)`,
-      slots >= 1 && `engine.slots = ${slots} (with ${run.contextPerSlot} tokens each)`,
-    ].filter(Boolean);
-    if (options.length === 0) options.push(`engine.slots = 1 and engine.context_per_slot = ${Math.floor(cells / CONTEXT_STEP) * CONTEXT_STEP}`);
-    lines.push(
-      `Try ${options.join(', or ')}: in a config file, or as PENSIEVE_ENGINE_SLOTS / PENSIEVE_ENGINE_CONTEXT_PER_SLOT.`,
-    );
-  }
-  lines.push('model.check_memory = false skips this check (e.g. when a GPU holds the model).');
-  return lines.join('\n');
-}
-
-/** Below this many tokens per slot, a fitted context is too small for an agent's prompt: refuse instead. */
-export const MIN_FITTED_CONTEXT = 8192;
-
-/**
- * The largest context per slot (a multiple of 256, at most `run.contextPerSlot`) with which the model
- * fits; undefined when even MIN_FITTED_CONTEXT does not.
- */
-export function fitContext(facts: Pick<ModelFacts, 'fileBytes' | 'kvBytesPerToken'>, run: RunShape, available = os.totalmem()): number | undefined {
-  const margin = marginFor(facts.fileBytes);
-  const cells = Math.floor((available - facts.fileBytes - margin) / Math.max(facts.kvBytesPerToken, 1));
-  const context = Math.min(run.contextPerSlot, Math.floor(cells / run.slots / CONTEXT_STEP) * CONTEXT_STEP);
-  return context >= MIN_FITTED_CONTEXT ? context : undefined;
-}
-
-export interface PreflightOptions extends RunShape {
-  checkMemory: boolean;
-  /** Defaults to os.totalmem(). */
-  available?: number;
+/** RAM: the machine's, or a cgroup's limit when lower (a container). */
+function ramBytes(): number {
+  const limit = process.constrainedMemory?.() ?? 0;
+  return limit > 0 ? Math.min(limit, os.totalmem()) : os.totalmem();
 }
 
 /**
- * Inspects the model and estimates its memory; throws PreflightError when it cannot or should not load.
- * With `fitContext`, a context per slot that does not fit is lowered to one that does (`contextPerSlot`
- * in the result) rather than refused.
+ * This machine's memory and the GPUs llama.cpp would use (ggml's devices, through the addon). Without
+ * the addon (not built yet) it is the CPU alone.
  */
-export async function preflight(
-  path: string,
-  opts: PreflightOptions & { fitContext?: boolean },
-): Promise<{ facts: ModelFacts; memory: MemoryEstimate; contextPerSlot: number }> {
+export function detectMachine(): Machine {
+  let devices: DeviceInfo[] = [];
+  try {
+    devices = loadAddon().devices();
+  } catch {
+    // No addon: validate still checks the file and plans for the CPU.
+  }
+  return machineFrom(devices, ramBytes());
+}
+
+export interface PreflightConfig {
+  model: Pick<PensieveConfig['model'], 'gpuLayers' | 'checkMemory'>;
+  engine: Pick<PensieveConfig['engine'], 'slots' | 'maxContext' | 'poolTokens' | 'kvType' | 'ubatchSize' | 'flashAttention'>;
+}
+
+/** The memory plan of an inspected model; throws PreflightError when it cannot be made or does not fit (with check_memory on). */
+export function planFor(facts: ModelFacts, config: PreflightConfig, machine: Machine = detectMachine()): MemoryPlan {
+  let plan: MemoryPlan;
+  try {
+    plan = planMemory({ model: facts, engine: config.engine, gpuLayers: config.model.gpuLayers, machine });
+  } catch (err) {
+    throw err instanceof MemoryPlanError ? new PreflightError(err.message) : err;
+  }
+  if (!plan.fits && config.model.checkMemory) throw new PreflightError(plan.advice ?? `${facts.path} does not fit in memory`);
+  return plan;
+}
+
+/** Inspects the model and plans its memory; throws PreflightError when it cannot or should not load. */
+export async function preflight(path: string, config: PreflightConfig, machine?: Machine): Promise<{ facts: ModelFacts; plan: MemoryPlan }> {
   const facts = await inspectModel(path);
-  let memory = estimateMemory(facts, opts, opts.available);
-  let contextPerSlot = opts.contextPerSlot;
-  if (opts.checkMemory && !memory.fits && opts.fitContext) {
-    const fitted = fitContext(facts, opts, opts.available);
-    if (fitted !== undefined) {
-      contextPerSlot = fitted;
-      memory = estimateMemory(facts, { ...opts, contextPerSlot }, opts.available);
-    }
-  }
-  if (opts.checkMemory && !memory.fits) throw new PreflightError(memoryAdvice(facts, opts, memory));
-  return { facts, memory, contextPerSlot };
+  return { facts, plan: planFor(facts, config, machine) };
 }
