@@ -221,6 +221,8 @@ t.test('the pool: multiples of 256, a given size kept, refusals with advice', as
   const huge = planMemory(input(PHI3, cpu(4.5)));
   t.notOk(huge.fits);
   t.match(huge.advice, /The weights alone do not fit: use a smaller model or a smaller quantization\./);
+  const manyHeads = shape(1000, 1000, 128);
+  t.match(planMemory(input(manyHeads, cpu(16))).advice, /Not even 256 tokens of q4_0 KV cache fit beside the weights/, 'the KV, not the weights');
   const hugeGpu = planMemory(input(PHI3, gpu(2)));
   t.match(hugeGpu.advice, /needs about .* GiB of GPU memory .* but Test GPU has 2\.0 GiB free/);
   t.match(hugeGpu.advice, /put fewer layers on the GPU \(model\.gpu_layers\)/);

@@ -19,8 +19,11 @@
 // - Layers on a GPU: with n_gpu_layers = g, the last g - 1 repeating layers and the output layer run on
 //   the GPU (llama-model.cpp: i_gpu_start = n_layer + 1 - g; negative g = all), and their KV lives there
 //   too (offload_kqv, the default).
-// llama.cpp's own fitting (common's llama_params_fit) sizes n_ctx for one context and does not know our
-// pool/slots/window trade-off; this estimate plans what Pensieve asks llama.cpp for.
+// llama.cpp's own fitting, common_fit_params (common/fit.cpp), measures a no_alloc load of the model and
+// context and lowers n_ctx (and the GPU layers) to fit the devices' free memory; it "assumes system
+// memory is unlimited", so it says nothing on a CPU, and it fits one given KV type rather than choosing
+// one. This plan makes those choices; on a GPU, common_get_device_memory_data (same file) could check its
+// sizes exactly, compute buffers included.
 import { KV_TYPES, type KvType, type FlashAttention } from '../config.js';
 import type { DeviceInfo } from '../native.js';
 
@@ -30,14 +33,14 @@ const GIB = 1024 * MIB;
 
 /** llama.cpp pads n_ctx (and each SWA cache) to this many cells. */
 export const POOL_STEP = 256;
-/** Below this many cells a sized pool is too small for an agent's first prompt: refuse instead. */
+/** The smallest pool a sized plan accepts (the old per-slot floor); below it, refuse rather than serve a few thousand tokens. */
 export const MIN_POOL_TOKENS = 8192;
 /** Claude Code assumes a window of at least this many tokens (its auto-compact threshold cannot go lower). */
-export const LONG_SESSION_TOKENS = 100_000;
+const LONG_SESSION_TOKENS = 100_000;
 /** The session size that the plan counts ("how many 32k-token sessions fit at once"). */
 export const SESSION_TOKENS = 32768;
 /** The context target when the GGUF does not say what the model was trained for. */
-export const DEFAULT_TRAINED_CONTEXT = 131072;
+const DEFAULT_TRAINED_CONTEXT = 131072;
 
 /** Compute buffers, the runtime and the prompt workers: a tenth of the weights, at least 512 MiB. */
 const MARGIN_MIN = 512 * MIB;
@@ -52,7 +55,7 @@ const RESERVE_MIN = 2 * GIB;
 const RESERVE_FRACTION = 1 / 8;
 
 /** ggml's row layout of each KV type: bytes per block of elements (ggml_type_size / ggml_blck_size). */
-export const KV_TYPE_LAYOUT: Readonly<Record<KvType, { blockBytes: number; blockElements: number }>> = {
+const KV_TYPE_LAYOUT: Readonly<Record<KvType, { blockBytes: number; blockElements: number }>> = {
   f16: { blockBytes: 2, blockElements: 1 },
   q8_0: { blockBytes: 34, blockElements: 32 },
   q4_0: { blockBytes: 18, blockElements: 32 },
@@ -95,7 +98,7 @@ export function kvTypeUsable(shape: KvShape, type: KvType): boolean {
 }
 
 /** K and V bytes one cell takes in one layer. */
-export function layerBytesPerCell(layer: KvLayer, type: KvType): number {
+function layerBytesPerCell(layer: KvLayer, type: KvType): number {
   if (layer.kvHeads === 0) return 0;
   return kvRowBytes(layer.kvHeads * layer.keyLength, type) + kvRowBytes(layer.kvHeads * layer.valueLength, type);
 }
@@ -121,7 +124,7 @@ export function kvBytesPerToken(shape: KvShape, type: KvType, on: LayerFilter = 
 }
 
 /** The bytes of the sliding-window layers' caches (0 without SWA). */
-export function swaBytes(shape: KvShape, type: KvType, cells: number, on: LayerFilter = allLayers): number {
+function swaBytes(shape: KvShape, type: KvType, cells: number, on: LayerFilter = allLayers): number {
   return shape.layers.reduce((sum, l, il) => sum + (on(il) && l.swa ? layerBytesPerCell(l, type) * cells : 0), 0);
 }
 
@@ -336,9 +339,9 @@ function usableTypes(input: PlanInput): KvType[] {
 /**
  * Resolves engine.kv_type, engine.pool_tokens and engine.max_context for this model on this machine.
  * kv_type "auto" takes the most precise type with which one session reaches min(100k tokens, the
- * target, a given pool) in a pool that fits (q4_0, or the least precise usable type, when none does). A pool of 0
- * is sized to the memory: as many cells as fit beside the weights, up to slots x the target, in
- * multiples of 256. Refusals that no setting of model.check_memory lifts (a kv_type this model or
+ * target, a given pool) in a pool that fits (q4_0, or the least precise usable type, when none does).
+ * A pool of 0 is sized to the memory: as many cells as fit beside the weights, up to slots x the
+ * target, in multiples of 256. Refusals that no setting of model.check_memory lifts (a kv_type this model or
  * flash_attention = "off" cannot use) throw MemoryPlanError; a plan that does not fit has fits = false
  * and advice, and callers refuse it unless model.check_memory is false.
  */
@@ -423,17 +426,19 @@ function adviceFor(input: PlanInput, places: Place[], plan: MemoryPlan, usable: 
     }
   }
   const cells = floorCells(Math.min(...places.map((p) => cellsIn(p, input, least))));
-  if (cells < POOL_STEP) {
+  const starved = places.find((p) => budgetOf(p) <= 0);
+  if (starved) {
+    const split = places.length > 1;
     lines.push(
-      plan.device === 'cpu'
-        ? 'The weights alone do not fit: use a smaller model or a smaller quantization.'
-        : 'The weights alone do not fit: put fewer layers on the GPU (model.gpu_layers), or use a smaller model or quantization.',
+      starved.device !== 'cpu'
+        ? 'The weights alone do not fit: put fewer layers on the GPU (model.gpu_layers), or use a smaller model or quantization.'
+        : `The weights alone do not fit: use a smaller model or a smaller quantization${split ? ', or put more layers on the GPU (model.gpu_layers)' : ''}.`,
     );
+  } else if (cells < POOL_STEP) {
+    lines.push(`Not even ${POOL_STEP} tokens of ${least} KV cache fit beside the weights: use a model with a smaller KV cache (fewer layers or KV heads).`);
   } else {
     if (options.length === 0) options.push(`engine.pool_tokens = ${cells} with engine.kv_type = "${least}" (no context longer than that)`);
-    if (options.length > 0) {
-      lines.push(`Try ${options.join(', or ')}: in a config file, or as PENSIEVE_ENGINE_POOL_TOKENS / PENSIEVE_ENGINE_KV_TYPE.`);
-    }
+    lines.push(`Try ${options.join(', or ')}: in a config file, or as PENSIEVE_ENGINE_POOL_TOKENS / PENSIEVE_ENGINE_KV_TYPE.`);
   }
   lines.push('model.check_memory = false skips this check.');
   return lines.join('\n');

@@ -84,7 +84,6 @@ export async function inspectModel(path: string): Promise<ModelFacts> {
   };
 }
 
-
 /**
  * How llama.cpp's loaders mark sliding-window layers (native/deps/llama.cpp/src/models/<file>.cpp,
  * load_arch_hparams). `period` n goes through llama_hparams::set_swa_pattern: layer il is SWA when
