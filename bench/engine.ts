@@ -1,8 +1,8 @@
 // Engine benchmark: Pensieve's engine against llama.cpp's own llama-batched-bench, same model, same llama.cpp
-// source, same threads, same context/batch sizes, same KV layout (one stream per sequence).
+// source, same threads, same context/batch sizes, same KV layout (one pool of cells shared by all sequences).
 //
 //   npm run bench:engine -- [--model PATH] [--threads N] [--prefill N] [--gen N] [--parallel 1,2,4,8,16] [--repeats N]
-//                           [--flash-attention off|on|auto] [--gpu-layers N] [--huge-pages on|off]
+//                           [--flash-attention off|on|auto] [--kv-type f16|q8_0|q4_0] [--gpu-layers N] [--huge-pages on|off]
 //
 // --huge-pages is the engine's engine.huge_pages (default on, as in config/pensieve.toml; Linux only): the
 // model read into memory on transparent huge pages. llama-batched-bench keeps its default (the model file
@@ -26,6 +26,7 @@ import type { FinalStats } from '../src/engine/types.js';
 import { uniformRandom } from '../src/prng.js';
 import { buildLlamaTools, llamaSourceDir, repoRoot } from './llama-tools.js';
 import { median, nonNegativeInt, positiveInt } from './options.js';
+import { KV_TYPES, type KvType } from '../src/config.js';
 
 const BATCH = 512; // -b and -ub for llama.cpp; batchSize, ubatchSize and stepTokenBudget for Pensieve
 const TARGETS = { singleDecode: 0.97, aggregateAt8: 1.0 };
@@ -37,8 +38,10 @@ interface Options {
   gen: number;
   parallel: number[];
   repeats: number;
-  /** Both sides run with the same setting (the engine's default is off). */
+  /** Both sides run with the same setting (the engine's default is auto). */
   flashAttention: 'off' | 'on' | 'auto';
+  /** KV cache type of keys and values, both sides. */
+  kvType: KvType;
   /** Layers offloaded to the GPU on both sides (0: CPU only). */
   gpuLayers: number;
   /** The engine's huge_pages setting (llama-batched-bench always maps the model file). */
@@ -55,14 +58,17 @@ function parseOptions(): Options {
       parallel: { type: 'string' },
       repeats: { type: 'string' },
       'flash-attention': { type: 'string' },
+      'kv-type': { type: 'string' },
       'gpu-layers': { type: 'string' },
       'huge-pages': { type: 'string' },
     },
   });
-  const flashAttention = values['flash-attention'] ?? 'off';
+  const flashAttention = values['flash-attention'] ?? 'auto';
   if (flashAttention !== 'off' && flashAttention !== 'on' && flashAttention !== 'auto') {
     throw new Error(`--flash-attention must be off, on or auto, got "${flashAttention}"`);
   }
+  const kvType = (values['kv-type'] ?? 'f16') as KvType;
+  if (!KV_TYPES.includes(kvType)) throw new Error(`--kv-type must be one of ${KV_TYPES.join(', ')}, got "${kvType}"`);
   const hugePages = values['huge-pages'] ?? 'on';
   if (hugePages !== 'on' && hugePages !== 'off') throw new Error(`--huge-pages must be on or off, got "${hugePages}"`);
   const model = values.model ? resolve(values.model) : resolve(repoRoot, '../shared/models/random-qwen2-small-100m-q8_0.gguf');
@@ -77,6 +83,7 @@ function parseOptions(): Options {
     prefill: positiveInt('prefill', values.prefill, 512),
     gen: positiveInt('gen', values.gen, 128),
     flashAttention,
+    kvType,
     parallel: [...new Set(parallel)].sort((a, b) => a - b),
     repeats: positiveInt('repeats', values.repeats, 5),
     gpuLayers: nonNegativeInt('gpu-layers', values['gpu-layers'], 0),
@@ -113,9 +120,9 @@ function cellsPerSequence(o: Options): number {
 function llamaArgs(o: Options, parallel: number, gen: number): string[] {
   return [
     '-m', o.model, '-t', String(o.threads), '-tb', String(o.threads), '-fa', o.flashAttention, '-ngl', String(o.gpuLayers),
-    // No -kvu: the engine gives every slot its own KV stream (native/src/context.cpp), and so does
-    // batched-bench without it: one stream per sequence, each of cellsPerSequence cells, as our slots.
-    '-c', String(parallel * cellsPerSequence(o)), '-b', String(BATCH), '-ub', String(BATCH),
+    '-ctk', o.kvType, '-ctv', o.kvType,
+    // -kvu: one pool of cells for all sequences, as the engine's (native/src/context.cpp).
+    '-kvu', '-c', String(parallel * cellsPerSequence(o)), '-b', String(BATCH), '-ub', String(BATCH),
     '-npp', String(o.prefill), '-ntg', String(gen), '-npl', String(parallel),
     '--output-format', 'jsonl',
   ];
@@ -188,7 +195,8 @@ class PensieveSide {
   static async start(o: Options): Promise<PensieveSide> {
     const slots = Math.max(...o.parallel);
     const engine = await Engine.start({
-      modelPath: o.model, gpuLayers: o.gpuLayers, slots, contextPerSlot: cellsPerSequence(o), stepTokenBudget: BATCH,
+      modelPath: o.model, gpuLayers: o.gpuLayers, slots, maxContext: cellsPerSequence(o), poolTokens: slots * cellsPerSequence(o),
+      kvType: o.kvType, stepTokenBudget: BATCH,
       batchSize: BATCH, ubatchSize: BATCH, threads: o.threads, queueLength: slots, ringRecords: 256, streamIntervalMs: 20,
       flashAttention: o.flashAttention, hugePages: o.hugePages,
     });
@@ -337,7 +345,7 @@ async function main(): Promise<void> {
   ];
   const out: string[] = [];
   out.push(`model: ${o.model}`);
-  out.push(`threads: ${o.threads}; prompt ${o.prefill} tokens; ${o.gen} generated tokens per sequence; batch/ubatch ${BATCH}; flash attention ${o.flashAttention}; gpu layers ${o.gpuLayers}; ` +
+  out.push(`threads: ${o.threads}; prompt ${o.prefill} tokens; ${o.gen} generated tokens per sequence; batch/ubatch ${BATCH}; flash attention ${o.flashAttention}; KV ${o.kvType}; gpu layers ${o.gpuLayers}; ` +
     `pensieve huge pages ${o.hugePages ? 'on' : 'off'} (llama.cpp: model file mapped); ` +
     `KV: one stream per sequence, ${Math.max(...o.parallel)} x ${cellsPerSequence(o)} cells; median of ${o.repeats}`);
   out.push(`machine: ${machine(o)}`);

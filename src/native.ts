@@ -17,6 +17,8 @@ export interface ModelInfo {
   description: string;
   vocabSize: number;
   contextTrain: number;
+  /** Tokens a sliding-window layer attends back (n_swa); 0 when the model has none. */
+  slidingWindow: number;
   embeddingSize: number;
   layers: number;
   parameters: number;
@@ -54,6 +56,14 @@ export interface NativeModel {
   free(): void;
 }
 
+export interface DeviceInfo {
+  name: string;
+  description: string;
+  type: 'cpu' | 'gpu' | 'igpu' | 'accel';
+  free: number;
+  total: number;
+}
+
 export interface ContextOptions {
   contextSize: number;
   batchSize: number;
@@ -61,8 +71,10 @@ export interface ContextOptions {
   sequences: number;
   threads: number;
   threadsBatch?: number;
-  /** One KV buffer for all sequences instead of one stream per sequence (default false). */
+  /** One pool of KV cells for all sequences instead of one stream per sequence (default false). */
   kvUnified?: boolean;
+  /** KV cache element type of keys and values (default f16; quantized values need flash attention). */
+  kvType?: 'f16' | 'q8_0' | 'q4_0';
   /** -1 auto (llama.cpp decides), 0 off, 1 on. */
   flashAttention?: -1 | 0 | 1;
 }
@@ -97,6 +109,8 @@ export interface NativeContext {
   sample(sampled: Int32Array): number;
   seqRemove(seq: number, p0: number, p1: number): boolean;
   seqCopy(src: number, dst: number, p0: number, p1: number): void;
+  /** The smallest position held for the sequence in every layer (sliding-window layers drop old ones); -1 when empty. */
+  seqPosMin(seq: number): number;
   seqPosMax(seq: number): number;
   /** The sequence's KV state, serialized by llama.cpp (llama_state_seq_get_data). */
   seqStateGet(seq: number): Buffer;
@@ -181,6 +195,8 @@ interface Addon {
    * in this process: every thread's models of one file share the kept tokens.
    */
   promptPieceCounts(): { reused: number; tokenized: number };
+  /** ggml's backend devices and the memory each reports (bytes; the CPU's is the system's). */
+  devices(): DeviceInfo[];
 }
 
 let addon: Addon | undefined;

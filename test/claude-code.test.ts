@@ -25,7 +25,7 @@ function claude(args: string[], env: Record<string, string>): Promise<ClaudeResu
 }
 
 t.test('claude -p completes a turn against the server', { skip: !model && 'no ../shared/models' }, async (t) => {
-  const server = await startTestServer(model!, { slots: 2, context_per_slot: 32768 });
+  const server = await startTestServer(model!, { slots: 2, pool_tokens: 65536, max_context: 32768 });
   t.teardown(() => server.close());
   const result = await claude(['-p', 'Say hello', '--output-format', 'json'], {
     ANTHROPIC_BASE_URL: server.url,

@@ -132,14 +132,14 @@ t.test('validate: a good model, garbage, a model too big for memory, a model not
   const good = await pensieve(home, ['validate', '--model', tiny]);
   t.equal(good.code, 0, good.stderr);
   t.match(good.stdout, /config: ok\nmodel: .*tiny-qwen2\.gguf\n {2}GGUF v3, architecture qwen2/);
-  t.match(good.stdout, /memory: weights .* \+ KV cache .* \(4 x 32768 tokens\)/);
+  t.match(good.stdout, /\n {2}memory plan: .*: weights .* \+ KV cache .* \(f16, a pool of 16384 tokens shared by 4 slots\) \+ margin .*\. One session can grow to 4096 tokens \(the model's trained context\); 0 sessions of 32768 tokens fit at once\.\n/);
   t.match(good.stdout, /\nok\n$/);
 
   const garbage = await pensieve(home, ['validate', '--model', path.join(home, 'garbage.gguf')]);
   t.equal(garbage.code, 1);
   t.match(garbage.stderr, /garbage\.gguf is not a GGUF file/);
 
-  // 1000 layers of 1000 KV heads: ~0.5 GB of KV per token, which no machine has for 4 x 32768 tokens.
+  // 1000 layers of 1000 KV heads: ~0.5 GB of KV per token, which no machine has for a pool of 8192 tokens.
   const huge = path.join(home, 'huge.gguf');
   await writeGguf(huge, {
     metadata: new Map([

@@ -8,12 +8,16 @@ const chat = (text: string): string => `<|im_start|>user\n${text}<|im_end|>\n<|i
 
 // Steps overlap (a step's tokens are published while the next one computes) by default only when the whole
 // model is on a GPU; the generated model also runs the suite with them forced on, so CI covers that path.
+// In the shared KV pool, a sequence's attention runs over the other sequences' cells too (masked), so its
+// rounding can depend on what else is in the batch: a greedy sequence alone and the same one in a batch
+// agree exactly on the generated model (and differ at once when batching mixes sequences up), not on every
+// model (bench/RESULTS.md measures the agreement on the shared ones).
 const suites = (await testModels()).flatMap((model, i) => [
-  { model, settings: {}, name: model.name },
-  ...(i === 0 ? [{ model, settings: { overlapSteps: true }, name: `${model.name}, steps overlapping` }] : []),
+  { model, settings: {}, name: model.name, exact: i === 0 },
+  ...(i === 0 ? [{ model, settings: { overlapSteps: true }, name: `${model.name}, steps overlapping`, exact: true }] : []),
 ]);
 
-for (const { model, settings, name } of suites) {
+for (const { model, settings, name, exact } of suites) {
   t.test(name, async (t) => {
     const engine = await startEngine(model.path, settings);
     t.teardown(() => engine.close());
@@ -38,7 +42,7 @@ for (const { model, settings, name } of suites) {
       t.equal(engine.status().slotsBusy, 0, 'every slot is free again');
     });
 
-    t.test('a greedy sequence gives the same tokens alone as inside a batch of 8', async (t) => {
+    t.test('a greedy sequence gives the same tokens alone as inside a batch of 8', { skip: !exact && 'exact only on the generated model' }, async (t) => {
       const greedy = [0, 2, 4, 6];
       const alone = [];
       for (const i of greedy) alone.push(await complete(engine, prompts[i], { maxTokens: 32, ignoreEos: true }));
@@ -164,7 +168,7 @@ for (const { model, settings, name } of suites) {
       t.same(ours.map((r) => r.text), theirs.map((r) => r.text));
     });
 
-    t.test('a prompt longer than a slot is refused before queueing', async (t) => {
+    t.test('a prompt longer than the longest context is refused before queueing', async (t) => {
       t.throws(() => engine.generate(new Int32Array(2000).fill(100), { maxTokens: 4 }), PromptTooLongError);
     });
 
@@ -186,4 +190,30 @@ t.test('a full queue is refused as overloaded', async (t) => {
   const results = await Promise.all(running);
   t.same(results.map((r) => r.final.stopReason), ['max_tokens', 'max_tokens']);
   t.equal((await complete(engine, prompt, { maxTokens: 2, ignoreEos: true })).final.generatedTokens, 2, 'accepted again once there is room');
+});
+
+t.test('the KV pool: one sequence may use most of it while the other slots are idle', async (t) => {
+  const engine = await startEngine((await testModels())[0].path, { slots: 4, poolTokens: 4096, maxContext: 4096 });
+  t.teardown(() => engine.close());
+  const prompt = engine.tokenize(chat(`A long session. ${'Earlier turn text. '.repeat(800)}`));
+  t.ok(prompt.length > 3000 && prompt.length < 4000, `a prompt of ${prompt.length} tokens, three times what 4 slots x 1024 would each get`);
+  const result = await complete(engine, prompt, { maxTokens: 16, ignoreEos: true });
+  t.equal(result.final.generatedTokens, 16);
+  t.ok(engine.status().kvCellsUsed >= prompt.length, 'its cells stay as a cached prefix');
+  t.throws(() => engine.generate(new Int32Array(4096).fill(1000), { maxTokens: 4 }), PromptTooLongError, 'beyond maxContext: refused');
+});
+
+t.test('two requests that outgrow the pool together both finish: the later one is preempted and resumed', async (t) => {
+  const model = (await testModels())[0].path;
+  const engine = await startEngine(model, { slots: 2, poolTokens: 768, maxContext: 768 });
+  t.teardown(() => engine.close());
+  const prompts = [0, 1].map((i) => engine.tokenize(chat(`Request ${i}. ${'Some words to fill the prompt. '.repeat(30)}`)));
+  t.ok(prompts.every((p) => p.length > 200 && p.length < 300), 'two prompts of 200-300 tokens');
+  const results = await Promise.all(prompts.map((p) => complete(engine, p, { maxTokens: 300, ignoreEos: true })));
+  t.same(results.map((r) => r.final.stopReason), ['max_tokens', 'max_tokens'], 'neither failed');
+  t.same(results.map((r) => r.final.generatedTokens), [300, 300]);
+  t.ok(engine.status().preempted >= 1, `preempted ${engine.status().preempted} time(s)`);
+  // The resumed request continues from its saved state: the same tokens as when served alone.
+  const alone = await complete(engine, prompts[1], { maxTokens: 300, ignoreEos: true });
+  t.same(results[1].tokens, alone.tokens, 'preemption does not change the output');
 });

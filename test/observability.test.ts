@@ -49,8 +49,9 @@ t.test('a streamed and a plain message show up in /metrics', async (t) => {
   t.equal(value('pensieve_queue_depth'), 0);
   t.equal(value('pensieve_slots_busy'), 0);
   t.equal(value('pensieve_slots'), 2);
-  t.equal(value('pensieve_kv_cells'), 2 * 16384);
-  t.equal(value('pensieve_kv_cells_used'), 0, 'no generation holds cells any more');
+  t.equal(value('pensieve_kv_cells'), 65536, 'the pool');
+  const used = value('pensieve_kv_cells_used');
+  t.ok(used > 10 && used < 1000, `the cells in use are the prompt's, kept as a cached prefix (${used})`);
   t.ok(value('process_resident_memory_bytes') > 0);
   const stops = text.split('\n').filter((l) => l.startsWith('pensieve_generations_total{'));
   t.ok(stops.length > 0, 'generations by stop reason');

@@ -34,15 +34,15 @@ t.test('with no match, the least recently used slot is taken first', async (t) =
   t.same(cache.place(tokens(7, 7, 1), [0, 2]), { slot: 2, cached: 0 }, 'a cleared slot holds nothing');
 });
 
-t.test('with no useful prefix, a slot beside the busy ones is taken, so decode steps stay one ubatch', async (t) => {
-  const cache = new SlotPrefixCache(6, 4);
-  for (let slot = 0; slot < 6; slot++) cache.store(slot, tokens(50 + slot), slot);
-  t.same(cache.place(tokens(1, 2), [0, 1, 3, 4, 5]), { slot: 1, cached: 0 }, 'beside busy slot 2 (of its two sides, the least recently used)');
-  t.same(cache.place(tokens(1, 2), [0, 3, 5]), { slot: 3, cached: 0 }, 'fills the gap between busy slots 1..2 and 4');
-  t.same(cache.place(tokens(9, 9), [0, 1, 2, 3, 4, 5]), { slot: 0, cached: 0 }, 'nothing busy: least recently used');
-  cache.store(5, tokens(1, 2, 3), 9);
-  t.same(cache.place(tokens(1, 2, 3, 4), [0, 3, 5]), { slot: 3, cached: 0 }, 'a prefix shorter than the useful minimum does not outweigh a gap');
-  t.same(cache.place(tokens(1, 2, 3, 4), [0, 5]), { slot: 5, cached: 3 }, 'a short prefix still decides between slots as good otherwise');
+t.test('with no useful prefix, an empty slot is taken before one holding a prefix; a useful prefix wins', async (t) => {
+  const cache = new SlotPrefixCache(4, 4);
+  cache.store(0, tokens(50), 1);
+  cache.store(1, tokens(51), 2);
+  t.same(cache.place(tokens(1, 2), [0, 1, 2, 3]), { slot: 2, cached: 0 }, 'the first empty slot');
+  t.same(cache.place(tokens(1, 2), [0, 1]), { slot: 0, cached: 0 }, 'no empty slot: the least recently used');
+  cache.store(3, tokens(1, 2, 3), 9);
+  t.same(cache.place(tokens(1, 2, 3, 4), [0, 2, 3]), { slot: 3, cached: 3 }, 'a short prefix decides between slots as good otherwise');
   cache.store(0, tokens(1, 2, 3, 4, 5), 9);
-  t.same(cache.place(tokens(1, 2, 3, 4, 5, 6), [0, 3, 5]), { slot: 0, cached: 5 }, 'a useful prefix does');
+  t.same(cache.place(tokens(1, 2, 3, 4, 5, 6), [0, 2, 3]), { slot: 0, cached: 5 }, 'a useful prefix wins');
+  t.same(cache.reclaimOrder([0, 1, 3]), [1, 0, 3], 'reclaimed least recently used first');
 });

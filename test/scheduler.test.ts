@@ -22,7 +22,7 @@ function fakeEngineRun(scheduler: Scheduler, gen: Map<number, number>, maxSteps 
 }
 
 t.test('admits first come first served into free slots and reuses freed slots', async (t) => {
-  const s = new Scheduler({ slots: 2, stepTokenBudget: 64, queueLength: 8, fillCompletingSteps: true });
+  const s = new Scheduler({ poolCells: 1 << 20, slots: 2, stepTokenBudget: 64, queueLength: 8, fillCompletingSteps: true });
   for (const id of [1, 2, 3]) t.ok(s.submit({ id, promptLength: 4 }));
   const first = s.plan();
   t.same(first.admitted, [{ id: 1, slot: 0, cached: 0 }, { id: 2, slot: 1, cached: 0 }]);
@@ -35,7 +35,7 @@ t.test('admits first come first served into free slots and reuses freed slots', 
 });
 
 t.test('chunked prefill stays within the step budget and never stalls decoding (steps filled)', async (t) => {
-  const s = new Scheduler({ slots: 4, stepTokenBudget: 16, queueLength: 8, fillCompletingSteps: true });
+  const s = new Scheduler({ poolCells: 1 << 20, slots: 4, stepTokenBudget: 16, queueLength: 8, fillCompletingSteps: true });
   s.submit({ id: 1, promptLength: 3 });
   s.commit(s.plan()); // prompt 1 done: decoding from now on
   s.submit({ id: 2, promptLength: 40 });
@@ -58,7 +58,7 @@ t.test('chunked prefill stays within the step budget and never stalls decoding (
 });
 
 t.test('by default a step that completes a prompt takes no other prompt\'s chunk', async (t) => {
-  const s = new Scheduler({ slots: 4, stepTokenBudget: 16, queueLength: 8 });
+  const s = new Scheduler({ poolCells: 1 << 20, slots: 4, stepTokenBudget: 16, queueLength: 8 });
   s.submit({ id: 1, promptLength: 20 });
   s.submit({ id: 2, promptLength: 6 });
   s.submit({ id: 3, promptLength: 4 });
@@ -72,7 +72,7 @@ t.test('by default a step that completes a prompt takes no other prompt\'s chunk
 });
 
 t.test('every request completes: no starvation under a stream of arrivals', async (t) => {
-  const s = new Scheduler({ slots: 2, stepTokenBudget: 8, queueLength: 100 });
+  const s = new Scheduler({ poolCells: 1 << 20, slots: 2, stepTokenBudget: 8, queueLength: 100 });
   const gen = new Map<number, number>();
   for (let id = 1; id <= 20; id++) {
     s.submit({ id, promptLength: 1 + ((id * 7) % 13) });
@@ -86,7 +86,7 @@ t.test('every request completes: no starvation under a stream of arrivals', asyn
 });
 
 t.test('cancellation removes waiting and running requests', async (t) => {
-  const s = new Scheduler({ slots: 1, stepTokenBudget: 8, queueLength: 4 });
+  const s = new Scheduler({ poolCells: 1 << 20, slots: 1, stepTokenBudget: 8, queueLength: 4 });
   s.submit({ id: 1, promptLength: 2 });
   s.submit({ id: 2, promptLength: 2 });
   s.commit(s.plan());
@@ -97,7 +97,7 @@ t.test('cancellation removes waiting and running requests', async (t) => {
 });
 
 t.test('the queue is bounded', async (t) => {
-  const s = new Scheduler({ slots: 1, stepTokenBudget: 8, queueLength: 2 });
+  const s = new Scheduler({ poolCells: 1 << 20, slots: 1, stepTokenBudget: 8, queueLength: 2 });
   t.ok(s.submit({ id: 1, promptLength: 2 }));
   t.ok(s.submit({ id: 2, promptLength: 2 }));
   t.ok(s.submit({ id: 3, promptLength: 2 }), 'a free slot counts: one can be admitted at the next step');
@@ -110,7 +110,7 @@ t.test('the queue is bounded', async (t) => {
 });
 
 t.test('paused sequences are left out until resumed', async (t) => {
-  const s = new Scheduler({ slots: 2, stepTokenBudget: 8, queueLength: 2, fillCompletingSteps: true });
+  const s = new Scheduler({ poolCells: 1 << 20, slots: 2, stepTokenBudget: 8, queueLength: 2, fillCompletingSteps: true });
   s.submit({ id: 1, promptLength: 1 });
   s.submit({ id: 2, promptLength: 1 });
   s.commit(s.plan());
@@ -121,7 +121,7 @@ t.test('paused sequences are left out until resumed', async (t) => {
 });
 
 t.test('a placement with a cached prefix skips those prompt tokens', async (t) => {
-  const s = new Scheduler({ slots: 2, stepTokenBudget: 64, queueLength: 2, place: (_request, free) => ({ slot: free[free.length - 1], cached: 30 }) });
+  const s = new Scheduler({ poolCells: 1 << 20, slots: 2, stepTokenBudget: 64, queueLength: 2, place: (_request, free) => ({ slot: free[free.length - 1], cached: 30 }) });
   s.submit({ id: 1, promptLength: 40 });
   s.submit({ id: 2, promptLength: 20 });
   const plan = s.plan();
@@ -133,7 +133,7 @@ t.test('a placement with a cached prefix skips those prompt tokens', async (t) =
 
 t.test('a request waiting for its prefix to be loaded takes no part in steps until loaded()', async (t) => {
   const s = new Scheduler({
-    slots: 2, stepTokenBudget: 64, queueLength: 2,
+    poolCells: 1 << 20, slots: 2, stepTokenBudget: 64, queueLength: 2,
     place: (request, free) => (request.id === 1 ? { slot: free[0], cached: 0, loading: 30 } : { slot: free[0], cached: 0 }),
   });
   s.submit({ id: 1, promptLength: 40 });
@@ -149,7 +149,7 @@ t.test('a request waiting for its prefix to be loaded takes no part in steps unt
 });
 
 t.test('a failed load leaves the whole prompt to compute', async (t) => {
-  const s = new Scheduler({ slots: 1, stepTokenBudget: 64, queueLength: 1, place: (_request, free) => ({ slot: free[0], cached: 0, loading: 30 }) });
+  const s = new Scheduler({ poolCells: 1 << 20, slots: 1, stepTokenBudget: 64, queueLength: 1, place: (_request, free) => ({ slot: free[0], cached: 0, loading: 30 }) });
   s.submit({ id: 1, promptLength: 40 });
   t.same(s.plan().prefill, []);
   s.loaded(1, 0);
@@ -157,13 +157,13 @@ t.test('a failed load leaves the whole prompt to compute', async (t) => {
 });
 
 t.test('rejects a budget that decoding alone could exhaust', async (t) => {
-  t.throws(() => new Scheduler({ slots: 8, stepTokenBudget: 8, queueLength: 1 }), RangeError);
+  t.throws(() => new Scheduler({ poolCells: 1 << 20, slots: 8, stepTokenBudget: 8, queueLength: 1 }), RangeError);
 });
 
 t.test('a request sharing a running request\'s prefix waits for it, then copies it instead of computing it', async (t) => {
   // Fake placement: request 2 and 3 share 30 prompt tokens with request 1; 3 arrives later.
   const s = new Scheduler({
-    slots: 4, stepTokenBudget: 16, queueLength: 8,
+    poolCells: 1 << 20, slots: 4, stepTokenBudget: 16, queueLength: 8,
     place: (request, freeSlots, running) => ({
       slot: freeSlots[0],
       cached: 0,
@@ -188,7 +188,7 @@ t.test('a request sharing a running request\'s prefix waits for it, then copies 
 
 t.test('a request whose donor leaves early computes the prefix itself', async (t) => {
   const s = new Scheduler({
-    slots: 2, stepTokenBudget: 16, queueLength: 8,
+    poolCells: 1 << 20, slots: 2, stepTokenBudget: 16, queueLength: 8,
     place: (_request, freeSlots, running) => ({ slot: freeSlots[0], cached: 0, donor: running.includes(1) ? { id: 1, tokens: 30 } : undefined }),
   });
   s.submit({ id: 1, promptLength: 40 });
@@ -200,4 +200,102 @@ t.test('a request whose donor leaves early computes the prefix itself', async (t
   const second = s.plan();
   t.same(second.copies, []);
   t.same(second.prefill.map((p) => [p.id, p.start, p.count]), [[2, 0, 16]], 'request 2 starts from scratch');
+});
+
+// ---- the KV pool (fake engine: no model) ----
+
+/** Runs plans with a fake engine (each step's tokens committed); a sequence ends after `gen` tokens. */
+function runPool(s: Scheduler, gen: Map<number, number>, maxSteps = 1000): { plans: StepPlan[]; maxUsed: number } {
+  const plans: StepPlan[] = [];
+  const produced = new Map<number, number>();
+  let maxUsed = 0;
+  for (let step = 0; step < maxSteps; step++) {
+    const plan = s.plan();
+    if (plan.tokens === 0) break;
+    plans.push(plan);
+    s.commit(plan);
+    maxUsed = Math.max(maxUsed, s.pool.used);
+    for (const id of [...plan.decode.map((d) => d.id), ...plan.prefill.filter((p) => p.last).map((p) => p.id)]) {
+      const n = (produced.get(id) ?? 0) + 1;
+      produced.set(id, n);
+      if (n >= gen.get(id)!) s.remove(id);
+    }
+  }
+  return { plans, maxUsed };
+}
+
+t.test('a request is admitted only when the pool holds its prompt beside the prompts in progress', async (t) => {
+  const s = new Scheduler({ poolCells: 100, slots: 4, stepTokenBudget: 32, queueLength: 8 });
+  s.submit({ id: 1, promptLength: 60 });
+  s.submit({ id: 2, promptLength: 50 });
+  const first = s.plan();
+  t.same(first.admitted.map((a) => a.id), [1], 'request 2 waits: 60 + 50 cells > 100');
+  t.equal(s.queued, 1);
+  const { maxUsed } = runPool(s, new Map([[1, 5], [2, 5]]));
+  t.ok(maxUsed <= 100, `never more cells than the pool (${maxUsed})`);
+  t.equal(s.busySlots, 0, 'both finished');
+});
+
+t.test('cached prefixes of free slots are reclaimed, least valuable first, when cells are needed', async (t) => {
+  const order: number[][] = [];
+  const s = new Scheduler({
+    poolCells: 100, slots: 3, stepTokenBudget: 64, queueLength: 8,
+    place: (request, free) => ({ slot: request.id === 3 ? 2 : free[0], cached: 0 }),
+    reclaimOrder: (free) => { order.push([...free]); return [...free].reverse(); },
+  });
+  s.submit({ id: 1, promptLength: 40 });
+  s.submit({ id: 2, promptLength: 40 });
+  runPool(s, new Map([[1, 1], [2, 1]]));
+  t.equal(s.pool.used, 80, 'the finished requests leave their cells as cached prefixes');
+  s.submit({ id: 3, promptLength: 50 });
+  const plan = s.plan();
+  t.same(plan.admitted.map((a) => a.id), [3]);
+  t.equal(plan.admitted[0].slot, 2, 'the empty slot');
+  t.same(plan.reclaimed, [1], 'one prefix is reclaimed, the first in reclaimOrder');
+  t.ok(order.some((slots) => slots.join() === '0,1'), 'chosen among the free slots holding prefixes');
+  t.ok(s.pool.used + 50 <= 100);
+});
+
+t.test('when a growing sequence needs cells, the most recently admitted request is preempted, then resumed', async (t) => {
+  const s = new Scheduler({ poolCells: 64, slots: 2, stepTokenBudget: 32, queueLength: 8 });
+  s.submit({ id: 1, promptLength: 20 });
+  s.submit({ id: 2, promptLength: 20 });
+  const preempted: number[] = [];
+  const resumed: number[] = [];
+  const produced = new Map<number, number>();
+  for (let step = 0; step < 200 && (s.busySlots > 0 || s.queued > 0); step++) {
+    const plan = s.plan();
+    preempted.push(...plan.preempted.map((p) => p.id));
+    resumed.push(...plan.resumed.map((p) => p.id));
+    for (const p of plan.preempted) t.notOk([...plan.decode, ...plan.prefill].some((e) => e.id === p.id), 'a preempted request is not in its step');
+    s.commit(plan);
+    t.ok(s.pool.used <= 64, `step ${step}: ${s.pool.used} cells`);
+    for (const id of [...plan.decode.map((d) => d.id), ...plan.prefill.filter((p) => p.last).map((p) => p.id)]) {
+      produced.set(id, (produced.get(id) ?? 0) + 1);
+      if (produced.get(id)! >= 40) s.remove(id);
+    }
+  }
+  t.same(preempted, [2], 'request 2, admitted last, made room for request 1');
+  t.same(resumed, [2], 'and came back once request 1 was done');
+  t.equal(produced.get(1), 40);
+  t.equal(produced.get(2), 40, 'neither failed: both generated all their tokens');
+});
+
+t.test('preempted requests come back before any new request is admitted', async (t) => {
+  const s = new Scheduler({ poolCells: 64, slots: 3, stepTokenBudget: 32, queueLength: 8 });
+  s.submit({ id: 1, promptLength: 20 });
+  s.submit({ id: 2, promptLength: 20 });
+  let step = 0;
+  while (step++ < 100) {
+    const plan = s.plan();
+    s.commit(plan);
+    if (plan.preempted.length > 0) break;
+  }
+  s.submit({ id: 3, promptLength: 4 });
+  const plan = s.plan();
+  t.same(plan.admitted, [], 'the new request waits while request 2 is out of the pool');
+  s.remove(1);
+  const next = s.plan();
+  t.same(next.resumed.map((r) => r.id), [2]);
+  t.same(next.admitted.map((a) => a.id), [3], 'then the new one');
 });

@@ -59,6 +59,8 @@ interface Sequence {
   computed: number;
   /** Prompt tokens that were already in the slot (a cached prefix). */
   cached: number;
+  /** While preempted: its KV state, out of the pool. */
+  setAside?: Buffer;
   submittedAt: number;
   admittedAt: number;
   firstTokenAt: number;
@@ -70,28 +72,36 @@ const addon = loadAddon();
 // With huge pages, the model is read into memory that can have them: the file's mmap cannot.
 const hugePages = addon.useHugePages(settings.hugePages);
 const model = new addon.Model(settings.modelPath, { gpuLayers: settings.gpuLayers, mmap: !hugePages });
+// One pool of KV cells for every slot (llama.cpp's unified KV cache): any sequence may grow to maxContext
+// while the others are short, and a prefix copied between slots shares its cells.
 const context: NativeContext = new addon.Context(model, {
-  contextSize: settings.slots * settings.contextPerSlot,
+  contextSize: settings.poolTokens,
   batchSize: settings.batchSize,
   ubatchSize: settings.ubatchSize,
   sequences: settings.slots,
   threads: settings.threads,
+  kvUnified: true,
+  kvType: settings.kvType,
   flashAttention: ({ off: 0, on: 1, auto: -1 } as const)[settings.flashAttention],
 });
+/** A slot's KV state, as saved (llama_state_seq_get_data), holds the pool's one stream. */
+const STREAM = { slot: 0, slots: 1 };
 /** Whether the whole model runs on a GPU, where a step's cost barely grows with its tokens. */
 const wholeModelOnGpu = context.info().wholeModelOnGpu;
 const pieces = model.tokenPieces();
+const slidingWindow = model.info().slidingWindow;
 const eogTokens = model.info().eogTokens;
 const endOfGeneration = new Set(eogTokens);
 /**
- * Shorter prefixes are computed rather than copied from another slot (a copy moves the donor's whole KV
- * stream: llama.cpp copies streams whole) or from disk, are not saved to disk, and do not outweigh a gap
- * between busy slots when a request is placed (see prefix-cache.ts).
+ * Shorter prefixes are computed rather than waited for (from a running request that is computing them)
+ * or read from disk, are not saved to disk, and count as none when a request is placed (see prefix-cache.ts).
  */
 const MIN_SHARED_TOKENS = 256;
 const prefixCache = new SlotPrefixCache(settings.slots, MIN_SHARED_TOKENS);
 const scheduler = new Scheduler({
   slots: settings.slots,
+  poolCells: context.info().contextSize,
+  reclaimOrder: (freeSlots) => prefixCache.reclaimOrder(freeSlots),
   stepTokenBudget: settings.stepTokenBudget,
   queueLength: settings.queueLength,
   place: (request, freeSlots, running) => place(request.id, freeSlots, running),
@@ -115,18 +125,28 @@ const persisted: Array<Int32Array | undefined> = new Array(settings.slots);
 function place(id: number, freeSlots: readonly number[], running: readonly number[]): Placement {
   const prompt = sequences.get(id)!.prompt;
   const placement = prefixCache.place(prompt, freeSlots);
+  if (!windowKept(placement.slot, placement.cached)) placement.cached = 0;
   let donor: Placement['donor'];
-  for (const other of running) {
+  // No donors with sliding windows: the donor's window moves on while the copy waits.
+  for (const other of slidingWindow > 0 ? [] : running) {
     const shared = commonPrefixLength(sequences.get(other)!.prompt, prompt);
     if (shared >= placement.cached + MIN_SHARED_TOKENS && shared > (donor?.tokens ?? 0)) donor = { id: other, tokens: shared };
   }
   const stored = promptStore?.longest(prompt);
   if (stored && stored.shared >= Math.max(placement.cached, donor?.tokens ?? 0) + MIN_SHARED_TOKENS) {
     loads.set(id, { entry: stored.entry, slot: placement.slot, tokens: stored.shared });
-    promptFiles!.submit({ kind: 'load', id, file: stored.entry.file, tokens: stored.entry.tokens.length, slots: settings.slots });
+    promptFiles!.submit({ kind: 'load', id, file: stored.entry.file, tokens: stored.entry.tokens.length, slots: STREAM.slots });
     return { slot: placement.slot, cached: 0, loading: stored.shared };
   }
   return { ...placement, donor };
+}
+
+/**
+ * Whether the slot, cut back to its first `tokens` positions, still holds what its next position attends
+ * to: sliding-window layers keep only the window's cells (llama-server makes the same check).
+ */
+function windowKept(slot: number, tokens: number): boolean {
+  return slidingWindow === 0 || tokens === 0 || context.seqPosMin(slot) <= Math.max(0, tokens - slidingWindow);
 }
 
 /**
@@ -142,18 +162,21 @@ function applyLoad(result: LoadResult): void {
   const state = 'state' in result ? result.state : undefined;
   if (!state) promptStore!.discard(load.entry.file, 'error' in result ? result.error : 'no state');
   if (!seq || seq.slot !== load.slot || !scheduler.isLoading(seq.id)) return;
-  // The slot's prefix-cache record is written when the request leaves it (finish), not here.
-  if (state && context.seqStateSet(load.slot, state)) {
-    const kept = Math.min(load.tokens, seq.prompt.length - 1);
-    context.seqRemove(load.slot, kept, -1);
+  // The slot's prefix-cache record is written when the request leaves it (finish), not here. The whole
+  // stored prefix goes into the pool before its tail is dropped: without room for it, it is computed cold.
+  const room = load.entry.tokens.length <= scheduler.pool.free;
+  const kept = Math.min(load.tokens, seq.prompt.length - 1);
+  const set = state !== undefined && room && context.seqStateSet(load.slot, state);
+  if (state && room && !set) promptStore!.discard(load.entry.file, 'llama.cpp could not load its KV state');
+  if (set && context.seqRemove(load.slot, kept, -1) && windowKept(load.slot, kept)) {
     promptStore!.touch(load.entry);
     Atomics.add(status, StatusWord.CachedPromptTokens, kept);
     seq.cached = seq.computed = kept;
     scheduler.loaded(seq.id, kept);
     return;
   }
-  // The slot stays empty (emptied at admission; llama.cpp leaves it so when it refuses a state): computed cold.
-  if (state) promptStore!.discard(load.entry.file, 'llama.cpp could not load its KV state');
+  // Computed cold, in an emptied slot.
+  context.seqRemove(load.slot, -1, -1);
   scheduler.loaded(seq.id, 0);
 }
 
@@ -174,8 +197,8 @@ function saveSlot(slot: number, now = false): void {
   const held = prefixCache.heldBy(slot);
   persisted[slot] = held;
   const state = context.seqStateGet(slot);
-  if (now) promptStore!.save(held, state, slot, settings.slots);
-  else promptFiles!.submit({ kind: 'save', tokens: held, state, slot, slots: settings.slots });
+  if (now) promptStore!.save(held, state, STREAM.slot, STREAM.slots);
+  else promptFiles!.submit({ kind: 'save', tokens: held, state, ...STREAM });
 }
 
 /** Saves one free slot's prefix that is not on disk yet (see saveSlot); false when there was none. */
@@ -315,16 +338,19 @@ function finish(seq: Sequence, stopReason: StopReason, stopSequenceIndex = -1): 
     if (rest.length > 0) emit(seq, { token: -1, text: encoder.encode(rest) });
   }
   // Free the slot before the final record is out, so a reader that sees the end also sees the slot free.
-  // Its KV state stays, for the next request that starts with the same tokens.
-  const slot = scheduler.remove(seq.id);
+  // Its KV state stays, for the next request that starts with the same tokens (unless it is unknown after
+  // an error, or out of the pool: preempted).
+  const keep = stopReason !== 'error' && !seq.setAside;
+  const slot = scheduler.remove(seq.id, !keep);
   if (slot !== undefined && slot >= 0) {
-    if (stopReason === 'error') {
+    if (keep) {
+      prefixCache.store(slot, heldTokens(seq), now());
+    } else {
       context.seqRemove(slot, -1, -1);
       prefixCache.clear(slot);
-    } else {
-      prefixCache.store(slot, heldTokens(seq), now());
     }
   }
+  seq.setAside = undefined;
   sequences.delete(seq.id);
   publishStatus();
   const end = now();
@@ -378,7 +404,7 @@ function publish(seq: Sequence, token: number): void {
 }
 
 function submit(command: Extract<EngineCommand, { type: 'submit' }>): void {
-  const contextLeft = settings.contextPerSlot - command.prompt.length;
+  const contextLeft = settings.maxContext - command.prompt.length;
   const seq: Sequence = {
     id: command.id,
     prompt: command.prompt,
@@ -457,12 +483,41 @@ function withoutSequence(plan: StepPlan, id: number): StepPlan {
   return { ...plan, copies, prefill, decode, tokens: decode.length + prefill.reduce((n, p) => n + p.count, 0) };
 }
 
+/** Drops a free slot's cached prefix to give its cells to others, saving it first when worth it. */
+function reclaim(slot: number): void {
+  saveBeforeEviction(slot, 0);
+  context.seqRemove(slot, -1, -1);
+  prefixCache.clear(slot);
+}
+
+/** Takes a running request's state out of the pool, freeing its cells until it is resumed. */
+function preempt(id: number, slot: number): void {
+  const seq = sequences.get(id)!;
+  seq.setAside = context.seqStateGet(slot);
+  context.seqRemove(slot, -1, -1);
+  Atomics.add(status, StatusWord.Preempted, 1);
+}
+
+/** Puts a preempted request's state back; false (and the request ended) when llama.cpp refuses it. */
+function resume(id: number, slot: number): boolean {
+  const seq = sequences.get(id)!;
+  const state = seq.setAside!;
+  seq.setAside = undefined;
+  if (context.seqStateSet(slot, state)) return true;
+  log(`request ${id}: its KV state could not be put back after preemption`, 'error');
+  finish(seq, 'error');
+  return false;
+}
+
 /**
- * Carries out a plan's admissions and shared-prefix copies, before its batch runs (or when it has no
- * tokens: a request may be admitted to wait for its prefix). Returns the plan without the requests that
- * failed to start.
+ * Carries out a plan's memory moves (reclaimed prefixes, preemptions, resumptions, admissions and
+ * shared-prefix copies), before its batch runs (or when it has no tokens: a request may be admitted to
+ * wait for its prefix). Returns the plan without the requests that failed to start.
  */
 function admit(plan: StepPlan): StepPlan {
+  for (const slot of plan.reclaimed) reclaim(slot);
+  for (const { id, slot } of plan.preempted) preempt(id, slot);
+  for (const { id, slot } of plan.resumed) if (!resume(id, slot)) plan = withoutSequence(plan, id);
   for (const { id, slot, cached } of plan.admitted) {
     const seq = sequences.get(id)!;
     seq.slot = slot;
@@ -478,8 +533,9 @@ function admit(plan: StepPlan): StepPlan {
   }
   for (const copy of plan.copies) {
     const seq = sequences.get(copy.id)!;
-    context.seqCopy(copy.from, copy.to, -1, -1);
-    context.seqRemove(copy.to, copy.tokens, -1);
+    // The copy shares the donor's cells; whatever the slot held would sit at the same positions.
+    context.seqRemove(copy.to, -1, -1);
+    context.seqCopy(copy.from, copy.to, 0, copy.tokens);
     Atomics.add(status, StatusWord.CachedPromptTokens, copy.tokens - seq.cached);
     seq.cached = seq.computed = copy.tokens;
   }
@@ -490,10 +546,8 @@ function admit(plan: StepPlan): StepPlan {
 function launchStep(plan: StepPlan): number {
   let n = 0;
   let nSample = 0;
-  // With one KV stream per slot, llama.cpp puts only sequences of consecutive ascending ids into one
-  // ubatch: listing them in slot order keeps a step at one pass over the weights.
   const entries: Array<DecodeEntry | PrefillEntry> = [...plan.decode, ...plan.prefill];
-  for (const entry of entries.sort((a, b) => a.slot - b.slot)) {
+  for (const entry of entries) {
     const seq = sequences.get(entry.id)!;
     if (!('start' in entry)) {
       batchTokens[n] = seq.lastToken;
@@ -566,6 +620,7 @@ function runStep(plan: StepPlan): void {
 
 function publishStatus(): void {
   Atomics.store(status, StatusWord.SlotsBusy, scheduler.busySlots);
+  Atomics.store(status, StatusWord.KvCellsUsed, scheduler.pool.used);
   Atomics.store(status, StatusWord.Queued, scheduler.queued);
 }
 

@@ -40,6 +40,33 @@ static Napi::Value PromptPieceCounts(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// devices(): [{ name, description, type: 'cpu' | 'gpu' | 'igpu' | 'accel', free, total }], ggml's backend
+// devices with the memory each reports (bytes; for the CPU, the system's).
+static Napi::Value Devices(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env);
+  for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+    ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+    size_t free = 0, total = 0;
+    ggml_backend_dev_memory(dev, &free, &total);
+    const char* type = "accel";
+    switch (ggml_backend_dev_type(dev)) {
+      case GGML_BACKEND_DEVICE_TYPE_CPU: type = "cpu"; break;
+      case GGML_BACKEND_DEVICE_TYPE_GPU: type = "gpu"; break;
+      case GGML_BACKEND_DEVICE_TYPE_IGPU: type = "igpu"; break;
+      default: break;
+    }
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("name", ggml_backend_dev_name(dev));
+    d.Set("description", ggml_backend_dev_description(dev));
+    d.Set("type", type);
+    d.Set("free", (double)free);
+    d.Set("total", (double)total);
+    out.Set((uint32_t)i, d);
+  }
+  return out;
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   static std::once_flag initialized;  // once per process, whichever thread loads the addon first
   std::call_once(initialized, [] {
@@ -53,6 +80,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
   exports.Set("useHugePages", Napi::Function::New(env, UseHugePages));
   exports.Set("promptPieceCounts", Napi::Function::New(env, PromptPieceCounts));
+  exports.Set("devices", Napi::Function::New(env, Devices));
   return exports;
 }
 

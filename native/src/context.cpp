@@ -11,6 +11,7 @@ Napi::Function Context::Define(Napi::Env env) {
     InstanceMethod<&Context::SeqRemove>("seqRemove"),
     InstanceMethod<&Context::SeqCopy>("seqCopy"),
     InstanceMethod<&Context::SeqPosMax>("seqPosMax"),
+    InstanceMethod<&Context::SeqPosMin>("seqPosMin"),
     InstanceMethod<&Context::SeqStateGet>("seqStateGet"),
     InstanceMethod<&Context::SeqStateSize>("seqStateSize"),
     InstanceMethod<&Context::SeqStateSet>("seqStateSet"),
@@ -31,8 +32,15 @@ static uint32_t optU32(const Napi::Object& o, const char* key, uint32_t fallback
   return o.Has(key) && o.Get(key).IsNumber() ? o.Get(key).ToNumber().Uint32Value() : fallback;
 }
 
-// new Context(model, { contextSize, batchSize, ubatchSize, sequences, threads, threadsBatch, kvUnified, flashAttention })
-// flashAttention: -1 auto, 0 off, 1 on.
+static ggml_type kvTypeOf(const Napi::Object& o) {
+  const std::string name = o.Has("kvType") ? o.Get("kvType").ToString().Utf8Value() : "f16";
+  if (name == "q8_0") return GGML_TYPE_Q8_0;
+  if (name == "q4_0") return GGML_TYPE_Q4_0;
+  return GGML_TYPE_F16;
+}
+
+// new Context(model, { contextSize, batchSize, ubatchSize, sequences, threads, threadsBatch, kvUnified, kvType,
+// flashAttention }). flashAttention: -1 auto, 0 off, 1 on; kvType: 'f16' | 'q8_0' | 'q4_0' (keys and values).
 Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
   Napi::Env env = info.Env();
   Model* model = Model::Unwrap(info[0].As<Napi::Object>());
@@ -47,10 +55,13 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
   params.n_seq_max = optU32(opts, "sequences", 1);
   params.n_threads = (int32_t)optU32(opts, "threads", 4);
   params.n_threads_batch = (int32_t)optU32(opts, "threadsBatch", params.n_threads);
-  // One KV stream per sequence by default: each sequence's attention then runs over its own cells only,
-  // so a greedy sequence computes the same tokens alone as inside any batch. (In a unified cache the
-  // attention spans cells of other sequences too, masked, and its rounding changes with the batch.)
+  // kvUnified: one pool of cells for all sequences (any sequence may use up to contextSize of them, and a
+  // copied prefix shares its cells); otherwise one stream of contextSize / sequences cells per sequence.
   params.kv_unified = opts.Has("kvUnified") && opts.Get("kvUnified").ToBoolean();
+  params.type_k = params.type_v = kvTypeOf(opts);
+  // Sliding-window layers keep only the window's cells (n_swa x sequences + n_ubatch), as llama-server
+  // does; the engine checks that a reused prefix still has its window (seqPosMin).
+  params.swa_full = false;
   if (opts.Has("flashAttention")) params.flash_attn_type = (llama_flash_attn_type)opts.Get("flashAttention").ToNumber().Int32Value();
   params.no_perf = true;
   // Every sequence starts with a greedy chain attached: attaching or detaching one later makes llama.cpp
@@ -200,8 +211,8 @@ Napi::Value Context::SeqRemove(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, ok);
 }
 
-// seqCopy(src, dst, p0, p1): gives dst src's positions [p0, p1): shared cells within one KV stream; between
-// streams (one per slot) llama.cpp copies the whole stream at the next decode, so p0 = p1 = -1 there.
+// seqCopy(src, dst, p0, p1): gives dst src's positions [p0, p1) (-1: open end); in the pool (one KV stream)
+// dst shares src's cells, nothing is copied.
 Napi::Value Context::SeqCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
@@ -215,6 +226,14 @@ Napi::Value Context::SeqPosMax(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
   return Napi::Number::New(env, llama_memory_seq_pos_max(llama_get_memory(ctx_), info[0].ToNumber().Int32Value()));
+}
+
+// seqPosMin(seq): the smallest position held for seq in every layer's cache, -1 when empty. With sliding-window
+// layers, positions that fell out of the window are gone from theirs.
+Napi::Value Context::SeqPosMin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ctx_) NAPI_THROW(Napi::Error::New(env, "context is freed"), env.Undefined());
+  return Napi::Number::New(env, llama_memory_seq_pos_min(llama_get_memory(ctx_), info[0].ToNumber().Int32Value()));
 }
 
 Napi::Value Context::Info(const Napi::CallbackInfo& info) {

@@ -20,6 +20,7 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value SeqRemove(const Napi::CallbackInfo& info);
   Napi::Value SeqCopy(const Napi::CallbackInfo& info);
   Napi::Value SeqPosMax(const Napi::CallbackInfo& info);
+  Napi::Value SeqPosMin(const Napi::CallbackInfo& info);
   Napi::Value SeqStateGet(const Napi::CallbackInfo& info);
   Napi::Value SeqStateSize(const Napi::CallbackInfo& info);
   Napi::Value SeqStateSet(const Napi::CallbackInfo& info);

@@ -174,6 +174,7 @@ Napi::Value Model::Info(const Napi::CallbackInfo& info) {
   o.Set("description", desc);
   o.Set("vocabSize", nVocab);
   o.Set("contextTrain", llama_model_n_ctx_train(model_));
+  o.Set("slidingWindow", llama_model_n_swa(model_));
   o.Set("embeddingSize", llama_model_n_embd(model_));
   o.Set("layers", llama_model_n_layer(model_));
   o.Set("parameters", (double)llama_model_n_params(model_));

@@ -26,7 +26,7 @@ export interface MessagesDeps {
 
 export interface RequestMetrics {
   /** Passes the generation's events through, recording them on the way. */
-  observe(events: AsyncIterable<GenerationEvent>, promptTokens: number): AsyncIterable<GenerationEvent>;
+  observe(events: AsyncIterable<GenerationEvent>): AsyncIterable<GenerationEvent>;
 }
 
 type StopReason = 'end_turn' | 'max_tokens' | 'stop_sequence' | 'tool_use';
@@ -41,7 +41,7 @@ function readyEngine(deps: MessagesDeps): Engine {
 
 async function prepare(deps: MessagesDeps, engine: Engine, body: CountTokensRequest): Promise<PreparedChat> {
   const prepared = await deps.pool.prepare(body);
-  const maximum = engine.settings.contextPerSlot - 1;
+  const maximum = engine.settings.maxContext - 1;
   if (prepared.tokens.length > maximum) {
     throw new ApiError(400, 'invalid_request_error', `prompt is too long: ${prepared.tokens.length} tokens > ${maximum} maximum`);
   }
@@ -232,7 +232,7 @@ export function registerMessageRoutes(app: FastifyInstance, deps: MessagesDeps):
       if (deps.stop?.aborted) abort();
       const params = generateParams(body, prepared);
       const generation = startGeneration(engine, prepared, params, cancel.signal);
-      const events = metrics ? metrics.observe(generation, prepared.tokens.length) : generation;
+      const events = metrics ? metrics.observe(generation) : generation;
       const transcript = new Transcript(prepared, thinkingRequested(body) && body.thinking?.type !== 'disabled', prepared.chat.grammar !== '');
       if (!body.stream) return completeMessage(request, body, events, transcript);
       await streamMessage(request, body, prepared, events, transcript, reply, deps.pingSeconds ?? 5);

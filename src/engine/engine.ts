@@ -126,13 +126,13 @@ export class Engine {
    * Generates from a prompt. The events are each generated token's text, then one final record.
    * Aborting the signal cancels the generation (its slot is freed at once); the final record then says
    * `cancelled`. Leaving the loop early cancels it too. Throws PromptTooLongError when the prompt leaves
-   * no room to generate in a slot, EngineOverloadedError when the queue is full. The caller must iterate
+   * no room to generate within maxContext, EngineOverloadedError when the queue is full. The caller must iterate
    * the result (a generation counts as outstanding until its loop ends).
    */
   generate(prompt: Int32Array | number[], params: GenerateParams, signal?: AbortSignal): AsyncIterable<GenerationEvent> {
     if (this.closed) throw new Error('engine is closed');
     const tokens = prompt instanceof Int32Array ? prompt : Int32Array.from(prompt);
-    const maxPrompt = this.settings.contextPerSlot - 1;
+    const maxPrompt = this.settings.maxContext - 1;
     if (tokens.length > maxPrompt) throw new PromptTooLongError(tokens.length, maxPrompt);
     if (tokens.length === 0) throw new RangeError('prompt is empty');
     // Checked here, synchronously, so that an HTTP handler can answer 529 before it starts a stream.

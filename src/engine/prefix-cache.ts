@@ -1,10 +1,8 @@
 // Prefix reuse across requests: when a request ends, the KV state of its tokens stays in its slot. A new
 // request goes to the free slot whose held tokens share the longest prefix with its prompt, so only the
 // rest of its prompt is computed (Claude Code resends the same long system prompt and tools every turn).
-// Unless a slot holds a useful prefix, the slot beside the busy ones is taken: with one KV stream per slot,
-// llama.cpp puts only consecutive sequence ids into one ubatch, so every gap between busy slots costs each
-// decode step another pass over the weights. Then the longest prefix, however short; then least recently
-// used first, so valuable prefixes live longest.
+// Unless a slot holds a useful prefix, an empty slot is taken, then the least recently used one, so
+// valuable prefixes live longest; the same order says whose cells the pool reclaims first.
 import type { Placement } from './scheduler.js';
 
 export function commonPrefixLength(a: Int32Array, b: Int32Array): number {
@@ -34,21 +32,22 @@ export class SlotPrefixCache {
    * reused from another request.
    */
   place(prompt: Int32Array, freeSlots: readonly number[]): Placement {
-    const free = new Set(freeSlots);
-    const busy = (slot: number): number => (slot >= 0 && slot < this.held.length && !free.has(slot) ? 1 : 0);
-    // How many more runs of consecutive busy slots there are once `slot` is taken (-1: it fills a gap).
-    const newRuns = (slot: number): number => 1 - busy(slot - 1) - busy(slot + 1);
     const useful = (cached: number): number => (cached >= this.minUsefulPrefix ? cached : 0);
     let best: Placement = { slot: freeSlots[0], cached: -1 };
     for (const slot of freeSlots) {
       const cached = Math.min(commonPrefixLength(this.held[slot], prompt), prompt.length - 1);
-      // In order: a useful prefix, fewer runs of busy slots, any prefix, least recently used.
-      const order = [useful(cached) - useful(best.cached), newRuns(best.slot) - newRuns(slot), cached - best.cached,
-        this.lastUsed[best.slot] - this.lastUsed[slot]];
+      // In order: a useful prefix, any prefix, an empty slot, least recently used.
+      const order = [useful(cached) - useful(best.cached), cached - best.cached,
+        Number(this.held[slot].length === 0) - Number(this.held[best.slot].length === 0), this.lastUsed[best.slot] - this.lastUsed[slot]];
       const better = best.cached < 0 || (order.find((d) => d !== 0) ?? 0) > 0;
       if (better) best = { slot, cached };
     }
     return best;
+  }
+
+  /** Free slots in the order their prefixes are given up: least recently used first. */
+  reclaimOrder(freeSlots: readonly number[]): number[] {
+    return [...freeSlots].sort((a, b) => this.lastUsed[a] - this.lastUsed[b]);
   }
 
   /** The tokens whose KV state a free slot holds. */

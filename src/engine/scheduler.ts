@@ -1,7 +1,14 @@
-// The continuous-batching scheduler: which requests hold slots, and what each decode step computes.
-// It knows nothing of llama.cpp; the engine thread asks it for a plan, runs the plan as one
-// llama_decode batch and reports back. Policy:
-//  - admission is first come, first served into free slots; the waiting queue is bounded;
+// The continuous-batching scheduler: which requests hold slots, what each decode step computes, and where
+// the KV pool's cells go (src/engine/kv-pool.ts: every sequence's cells come from one pool). It knows
+// nothing of llama.cpp; the engine thread asks it for a plan, carries out the plan's memory moves, runs its
+// tokens as one llama_decode batch and reports back. Policy:
+//  - admission is first come, first served into free slots; the waiting queue is bounded. A request is
+//    admitted when the pool can hold its whole prompt beside the prompts still being computed, counting
+//    the cells of prefixes cached in free slots, which are reclaimed (least valuable first) as needed;
+//  - when the step's tokens do not fit in the free cells (sequences grow as they generate), cached
+//    prefixes are reclaimed first; then the most recently admitted running request is preempted: its KV
+//    state is set aside (the engine keeps it) and its cells freed. Preempted requests are resumed, oldest
+//    first, as soon as their cells fit again, before any new request is admitted;
 //  - every generating sequence that is not paused decodes one token per step (a long prompt
 //    arriving never stalls them);
 //  - the rest of the step's token budget goes to prompt chunks, oldest request first, so every
@@ -12,6 +19,8 @@
 //    KV state into its slot, and it prefills only the rest;
 //  - a request whose prefix is being loaded from disk into its slot waits for it (loaded()), taking no
 //    part in steps meanwhile.
+
+import { KvPool } from './kv-pool.js';
 
 export interface ScheduledRequest {
   readonly id: number;
@@ -45,8 +54,21 @@ export interface CopyEntry {
   tokens: number;
 }
 
+/** A running request that leaves the pool for a while (preempted) or comes back (resumed), in its slot. */
+export interface SlotEntry {
+  id: number;
+  slot: number;
+}
+
 export interface StepPlan {
-  /** Requests given a slot in this step, with the slot and the prompt tokens it already holds. */
+  /**
+   * The plan's moves, in the order the engine carries them out, before the batch runs: free slots whose
+   * cached prefixes are dropped, requests preempted, requests resumed, requests admitted (with the slot and
+   * the prompt tokens it already holds), and shared prefixes copied.
+   */
+  reclaimed: number[];
+  preempted: SlotEntry[];
+  resumed: SlotEntry[];
   admitted: AdmittedEntry[];
   /** Shared prefixes copied from donors, after admission and before the batch runs. */
   copies: CopyEntry[];
@@ -71,6 +93,13 @@ export interface SchedulerOptions {
   slots: number;
   stepTokenBudget: number;
   queueLength: number;
+  /** KV cells that all sequences share. */
+  poolCells: number;
+  /**
+   * Free slots holding cached prefixes, in the order their cells are reclaimed: least valuable first
+   * (default: as given).
+   */
+  reclaimOrder?: (freeSlots: readonly number[]) => number[];
   /**
    * Picks the slot for a request among the free ones (default: the lowest, nothing cached), and a donor
    * among the running requests (ids in admission order).
@@ -89,7 +118,10 @@ interface Running {
   slot: number;
   /** Prompt tokens already computed. */
   prefilled: number;
+  /** Its reader is behind: left out of steps. */
   paused: boolean;
+  /** Preempted: its state is out of the pool, to be put back into this many cells. */
+  setAside?: number;
   /** Waiting for a donor to compute a shared prefix, to copy it instead of computing it. */
   donor?: { id: number; tokens: number };
   /** Waiting for a saved prefix of this many tokens to be loaded into its slot. */
@@ -98,9 +130,12 @@ interface Running {
 
 export class Scheduler {
   private readonly waiting: ScheduledRequest[] = [];
-  /** In admission order, which is also the order prompt chunks are served. */
+  /** In admission order, which is also the order prompt chunks are served (and preemption's, reversed). */
   private readonly running = new Map<number, Running>();
   private readonly freeSlots: number[];
+  /** Preempted requests, oldest first: the order they are resumed in. */
+  private readonly preempted: number[] = [];
+  readonly pool: KvPool;
 
   constructor(private readonly options: SchedulerOptions) {
     if (options.stepTokenBudget <= options.slots) {
@@ -108,6 +143,7 @@ export class Scheduler {
       throw new RangeError(`step token budget (${options.stepTokenBudget}) must exceed the slot count (${options.slots})`);
     }
     this.freeSlots = Array.from({ length: options.slots }, (_, i) => i);
+    this.pool = new KvPool(options.poolCells, options.slots);
   }
 
   get queued(): number {
@@ -131,8 +167,11 @@ export class Scheduler {
     return true;
   }
 
-  /** Removes a request wherever it is; returns its slot if it held one (now free), -1 otherwise, undefined if unknown. */
-  remove(id: number): number | undefined {
+  /**
+   * Removes a request wherever it is; returns its slot if it held one (now free, its cells kept as a cached
+   * prefix unless `dropCells`), -1 otherwise, undefined if unknown.
+   */
+  remove(id: number, dropCells = false): number | undefined {
     const queuedAt = this.waiting.findIndex((r) => r.id === id);
     if (queuedAt >= 0) {
       this.waiting.splice(queuedAt, 1);
@@ -141,6 +180,8 @@ export class Scheduler {
     const run = this.running.get(id);
     if (!run) return undefined;
     this.running.delete(id);
+    if (run.setAside !== undefined) this.preempted.splice(this.preempted.indexOf(id), 1);
+    if (dropCells) this.pool.clear(run.slot);
     this.freeSlots.push(run.slot);
     this.freeSlots.sort((a, b) => a - b);
     return run.slot;
@@ -152,11 +193,41 @@ export class Scheduler {
     if (run) run.paused = paused;
   }
 
-  /** Plans the next step. An empty plan (no tokens) means there is nothing to compute now. */
+  /** Plans the next step. A plan without tokens means there is nothing to compute now. */
   plan(): StepPlan {
-    const admitted: AdmittedEntry[] = [];
+    const plan: StepPlan = { reclaimed: [], preempted: [], resumed: [], admitted: [], copies: [], decode: [], prefill: [], tokens: 0 };
+    this.resume(plan);
+    if (this.preempted.length === 0) this.admit(plan);
+    plan.copies = this.takeSharedPrefixes();
+    const resumed = new Set(plan.resumed.map((r) => r.id));
+    for (;;) {
+      this.fillStep(plan);
+      if (this.fits(plan.tokens, plan)) return plan;
+      const victim = [...this.running].reverse().find(([id, run]) => run.setAside === undefined && run.loading === undefined && !resumed.has(id));
+      if (!victim) return plan; // cannot happen: one sequence alone always fits (maxContext <= pool)
+      const [id, run] = victim;
+      run.setAside = this.pool.length(run.slot);
+      this.pool.clear(run.slot);
+      this.preempted.push(id);
+      plan.preempted.push({ id, slot: run.slot });
+    }
+  }
+
+  /** Resumes preempted requests, oldest first, while their cells and the rest of their prompts fit. */
+  private resume(plan: StepPlan): void {
+    while (this.preempted.length > 0) {
+      const run = this.running.get(this.preempted[0])!;
+      // Room for its cells, the rest of its prompt and one more token for every sequence in the pool.
+      if (!this.fits(run.setAside! + run.request.promptLength - run.prefilled + this.running.size, plan, true)) return;
+      this.pool.extend(run.slot, run.setAside!);
+      run.setAside = undefined;
+      plan.resumed.push({ id: this.preempted.shift()!, slot: run.slot });
+    }
+  }
+
+  private admit(plan: StepPlan): void {
     while (this.waiting.length > 0 && this.freeSlots.length > 0) {
-      const request = this.waiting.shift()!;
+      const request = this.waiting[0];
       const placed = this.options.place?.(request, this.freeSlots, [...this.running.keys()]) ?? { slot: this.freeSlots[0], cached: 0 };
       const slot = this.freeSlots.includes(placed.slot) ? placed.slot : this.freeSlots[0];
       // At least one prompt token is computed: its logits give the first generated token.
@@ -166,40 +237,96 @@ export class Scheduler {
         ? { id: placed.donor.id, tokens: Math.min(placed.donor.tokens, limit) }
         : undefined;
       const loading = placed.loading !== undefined && !donor ? Math.min(placed.loading, limit) : undefined;
+      // A loaded prefix takes new cells; a donor's is shared; what the slot holds beyond `cached` goes.
+      const kept = loading !== undefined ? 0 : cached;
+      const cells = request.promptLength - (donor?.tokens ?? kept);
+      if (!this.fits(cells + 1, plan, true, slot, kept)) return;
+      this.waiting.shift();
       this.freeSlots.splice(this.freeSlots.indexOf(slot), 1);
-      this.running.set(request.id, { request, slot, prefilled: cached, paused: false, donor, loading });
-      admitted.push({ id: request.id, slot, cached });
+      this.pool.truncate(slot, kept);
+      this.running.set(request.id, { request, slot, prefilled: kept, paused: false, donor, loading });
+      plan.admitted.push({ id: request.id, slot, cached: kept });
     }
-    const copies = this.takeSharedPrefixes();
+  }
+
+  /** The step's decode tokens and prompt chunks, within the token budget and the cells the pool can give. */
+  private fillStep(plan: StepPlan): void {
     const decode: DecodeEntry[] = [];
     for (const [id, run] of this.running) {
-      if (!run.paused && run.prefilled === run.request.promptLength) decode.push({ id, slot: run.slot });
+      if (this.steps(run) && run.prefilled === run.request.promptLength) decode.push({ id, slot: run.slot });
     }
-    let budget = this.options.stepTokenBudget - decode.length;
+    const cells = this.pool.free + this.reclaimable();
+    let budget = Math.max(0, Math.min(this.options.stepTokenBudget, cells) - decode.length);
     const prefill: PrefillEntry[] = [];
     for (const [id, run] of this.running) {
       if (budget === 0) break;
       const remaining = run.request.promptLength - run.prefilled;
-      if (remaining === 0 || run.paused || run.donor || run.loading !== undefined) continue;
+      if (remaining === 0 || !this.steps(run) || run.donor || run.loading !== undefined) continue;
       const count = Math.min(remaining, budget);
       const last = count === remaining;
       prefill.push({ id, slot: run.slot, start: run.prefilled, count, last });
       budget -= count;
       if (last && !this.options.fillCompletingSteps) break;
     }
-    return { admitted, copies, decode, prefill, tokens: this.options.stepTokenBudget - budget };
+    plan.decode = decode;
+    plan.prefill = prefill;
+    plan.tokens = decode.length + prefill.reduce((n, p) => n + p.count, 0);
+  }
+
+  /** Whether a running request takes part in steps. */
+  private steps(run: Running): boolean {
+    return !run.paused && run.setAside === undefined;
+  }
+
+  /**
+   * Whether `cells` more fit in the pool, reclaiming cached prefixes of free slots (but `keep`, truncated
+   * to `keepLength` first) as needed; with `reserve`, beside the cells the running prompts still need.
+   * Nothing is reclaimed unless the cells then fit.
+   */
+  private fits(cells: number, plan: StepPlan, reserve = false, keep = -1, keepLength = 0): boolean {
+    const taken = reserve ? this.pendingPrompts() : 0;
+    const freedByKeep = keep >= 0 ? Math.max(0, this.pool.exclusive(keep) - keepLength) : 0;
+    if (this.pool.free - taken + freedByKeep >= cells) return true;
+    const candidates = this.reclaimCandidates(keep);
+    // Cells only one slot holds come back when it is emptied: a lower bound of what reclaiming gives.
+    const reclaimable = candidates.reduce((n, slot) => n + this.pool.exclusive(slot), 0);
+    if (this.pool.free - taken + freedByKeep + reclaimable < cells) return false;
+    for (const slot of candidates) {
+      if (this.pool.free - taken + freedByKeep >= cells) break;
+      this.pool.clear(slot);
+      plan.reclaimed.push(slot);
+    }
+    return true;
+  }
+
+  /** Cells the prompts of running requests still need (a preempted request's are counted when it resumes). */
+  private pendingPrompts(): number {
+    let cells = 0;
+    for (const run of this.running.values()) if (run.setAside === undefined) cells += run.request.promptLength - run.prefilled;
+    return cells;
+  }
+
+  /** Free slots whose cached prefixes may be reclaimed, in order (never `keep`, nor one reclaimed already). */
+  private reclaimCandidates(keep = -1): number[] {
+    const held = this.freeSlots.filter((slot) => slot !== keep && this.pool.length(slot) > 0);
+    return (this.options.reclaimOrder?.(held) ?? held).filter((slot) => this.pool.exclusive(slot) > 0);
+  }
+
+  private reclaimable(): number {
+    return this.reclaimCandidates().reduce((n, slot) => n + this.pool.exclusive(slot), 0);
   }
 
   /** Copies for the requests whose donor has computed their shared prefix (or gives up on a donor that left). */
   private takeSharedPrefixes(): CopyEntry[] {
     const copies: CopyEntry[] = [];
     for (const [id, run] of this.running) {
-      if (!run.donor) continue;
+      if (!run.donor || run.setAside !== undefined) continue;
       const donor = this.running.get(run.donor.id);
-      if (!donor) {
-        run.donor = undefined; // the donor left (cancelled, or ended) before its prefix was copied: compute it here
+      if (!donor || donor.setAside !== undefined) {
+        run.donor = undefined; // the donor left (or was preempted) before its prefix was copied: compute it here
       } else if (donor.prefilled >= run.donor.tokens) {
         copies.push({ id, from: donor.slot, to: run.slot, tokens: run.donor.tokens });
+        this.pool.share(donor.slot, run.slot, run.donor.tokens);
         run.prefilled = run.donor.tokens;
         run.donor = undefined;
       }
@@ -212,6 +339,7 @@ export class Scheduler {
     const run = this.running.get(id);
     if (run?.loading === undefined) return;
     run.prefilled = Math.min(tokens, run.request.promptLength - 1);
+    this.pool.extend(run.slot, run.prefilled);
     run.loading = undefined;
   }
 
@@ -220,11 +348,13 @@ export class Scheduler {
     return this.running.get(id)?.loading !== undefined;
   }
 
-  /** Records that a plan's prompt chunks were computed. */
+  /** Records that a plan's tokens were computed: their cells are taken. */
   commit(plan: StepPlan): void {
+    for (const entry of plan.decode) this.pool.extend(entry.slot, 1);
     for (const chunk of plan.prefill) {
       const run = this.running.get(chunk.id);
       if (run) run.prefilled = chunk.start + chunk.count;
+      this.pool.extend(chunk.slot, chunk.count);
     }
   }
 }

@@ -4,13 +4,17 @@ import type { PensieveConfig } from '../config.js';
 import { physicalCores } from '../system.js';
 import type { EngineSettings } from './types.js';
 
+/** The engine's settings from a config whose memory plan is resolved (see src/model/memory-plan.ts). */
 export function engineSettings(config: PensieveConfig): EngineSettings {
   const e = config.engine;
+  if (e.poolTokens <= 0 || e.maxContext <= 0 || e.kvType === 'auto') throw new Error('engineSettings: the memory plan is not resolved');
   return {
     modelPath: resolve(config.model.path),
     gpuLayers: config.model.gpuLayers,
     slots: e.slots,
-    contextPerSlot: e.contextPerSlot,
+    maxContext: e.maxContext,
+    poolTokens: e.poolTokens,
+    kvType: e.kvType,
     stepTokenBudget: e.stepTokenBudget,
     batchSize: e.batchSize,
     ubatchSize: e.ubatchSize,

@@ -12,9 +12,13 @@ export enum StatusWord {
   CachedPromptTokens = 6,
   /** Requests admitted into a slot. */
   Admitted = 7,
+  /** KV pool cells in use (running sequences and cached prefixes). */
+  KvCellsUsed = 8,
+  /** Requests preempted (their state set aside) to make room in the pool. */
+  Preempted = 9,
 }
 
-export const STATUS_WORDS = 8;
+export const STATUS_WORDS = 10;
 
 export interface EngineStatus {
   slotsBusy: number;
@@ -25,6 +29,8 @@ export interface EngineStatus {
   promptTokens: number;
   cachedPromptTokens: number;
   admitted: number;
+  kvCellsUsed: number;
+  preempted: number;
 }
 
 export function readStatus(words: Int32Array): EngineStatus {
@@ -37,5 +43,7 @@ export function readStatus(words: Int32Array): EngineStatus {
     promptTokens: Atomics.load(words, StatusWord.PromptTokens),
     cachedPromptTokens: Atomics.load(words, StatusWord.CachedPromptTokens),
     admitted: Atomics.load(words, StatusWord.Admitted),
+    kvCellsUsed: Atomics.load(words, StatusWord.KvCellsUsed),
+    preempted: Atomics.load(words, StatusWord.Preempted),
   };
 }

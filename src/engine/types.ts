@@ -1,10 +1,11 @@
 // Types shared by the engine's main-thread API, the engine thread and the scheduler.
+import type { KvType } from '../config.js';
 
 /** Why a generation ended. `overloaded`: refused because the queue was full. */
 export type StopReason = 'end_turn' | 'max_tokens' | 'stop_sequence' | 'cancelled' | 'overloaded' | 'error';
 
 export interface GenerateParams {
-  /** Most tokens to generate; also bounded by what the slot's context leaves after the prompt. */
+  /** Most tokens to generate; also bounded by what maxContext leaves after the prompt. */
   maxTokens: number;
   /** <= 0: greedy and deterministic. */
   temperature?: number;
@@ -51,9 +52,14 @@ export interface FinalStats {
 export interface EngineSettings {
   modelPath: string;
   gpuLayers: number;
-  /** Sequences generated at once; each has its own slot (KV sequence). */
+  /** Sequences generated at once; each has its own slot (a KV sequence id), all share the pool's cells. */
   slots: number;
-  contextPerSlot: number;
+  /** Longest context (prompt + output) of one sequence: prompts are refused against it. At most poolTokens. */
+  maxContext: number;
+  /** KV cells in the pool shared by all sequences. */
+  poolTokens: number;
+  /** KV cache element type (keys and values). */
+  kvType: KvType;
   /** Most tokens (decode + prefill chunks) in one llama_decode step. */
   stepTokenBudget: number;
   batchSize: number;
@@ -65,7 +71,7 @@ export interface EngineSettings {
   ringRecords: number;
   /** Least time between wake-ups of the readers while tokens stream (first and last records go at once). */
   streamIntervalMs: number;
-  /** llama.cpp's flash attention (see config/pensieve.toml: off keeps cached output identical to cold). */
+  /** llama.cpp's flash attention (see config/pensieve.toml). */
   flashAttention: 'off' | 'on' | 'auto';
   /** Read the model into memory of transparent huge pages, the KV cache and buffers too (Linux only). */
   hugePages: boolean;

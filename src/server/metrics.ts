@@ -25,8 +25,6 @@ const PROMPT_PIECE_COUNTERS: [string, string, 'reused' | 'tokenized'][] = [
 
 export class Metrics {
   readonly registry = new Registry();
-  /** KV cells held by generations that have produced their first token: prompt + generated so far. */
-  private kvCellsInUse = 0;
   private readonly requests: Counter<'method' | 'route' | 'status'>;
   private readonly timeToFirstToken: Histogram;
   private readonly interTokenLatency: Histogram;
@@ -74,12 +72,8 @@ export class Metrics {
     gauge('pensieve_queue_depth', 'Requests waiting for a free slot.', () => status()?.queued);
     gauge('pensieve_slots_busy', 'Slots generating or computing a prompt.', () => status()?.slotsBusy);
     gauge('pensieve_slots', 'Slots (sequences generated at once).', () => engine()?.settings.slots);
-    gauge('pensieve_kv_cells', 'KV cache cells: slots x context per slot.', () => {
-      const settings = engine()?.settings;
-      return settings && settings.slots * settings.contextPerSlot;
-    });
-    // Approximate: the engine does not report cells, and prefixes kept in idle slots for reuse are not counted.
-    gauge('pensieve_kv_cells_used', 'KV cache cells held by running generations (approximate).', () => this.kvCellsInUse);
+    gauge('pensieve_kv_cells', 'KV cache cells in the pool that all slots share.', () => engine()?.settings.poolTokens);
+    gauge('pensieve_kv_cells_used', 'KV pool cells in use: running generations and cached prefixes.', () => status()?.kvCellsUsed);
   }
 
   /**
@@ -103,33 +97,24 @@ export class Metrics {
   /** A recorder for one message request; its clock for time to first token starts now. */
   request(): RequestMetrics {
     const receivedAt = performance.now();
-    return { observe: (events, promptTokens) => this.observe(events, promptTokens, receivedAt) };
+    return { observe: (events) => this.observe(events, receivedAt) };
   }
 
-  private async *observe(events: AsyncIterable<GenerationEvent>, promptTokens: number, receivedAt: number): AsyncIterable<GenerationEvent> {
+  private async *observe(events: AsyncIterable<GenerationEvent>, receivedAt: number): AsyncIterable<GenerationEvent> {
     let last: number | undefined;
-    let held = 0;
-    try {
-      for await (const event of events) {
-        if (event.type === 'text') {
-          const now = performance.now();
-          if (last === undefined) {
-            this.timeToFirstToken.observe((now - receivedAt) / 1000);
-            held += promptTokens; // the prompt is in the KV cache once the first token is out
-            this.kvCellsInUse += promptTokens;
-          } else {
-            this.interTokenLatency.observe((now - last) / 1000);
-          }
-          last = now;
-          held++;
-          this.kvCellsInUse++;
+    for await (const event of events) {
+      if (event.type === 'text') {
+        const now = performance.now();
+        if (last === undefined) {
+          this.timeToFirstToken.observe((now - receivedAt) / 1000);
         } else {
-          this.generations.inc({ stop_reason: event.stopReason });
+          this.interTokenLatency.observe((now - last) / 1000);
         }
-        yield event;
+        last = now;
+      } else {
+        this.generations.inc({ stop_reason: event.stopReason });
       }
-    } finally {
-      this.kvCellsInUse -= held;
+      yield event;
     }
   }
 }

@@ -25,10 +25,13 @@ export interface TestServerOptions {
   logStream?: DestinationStream;
 }
 
-/** `engine` overrides the config's [engine] section (snake_case keys, as in the TOML). */
+/**
+ * `engine` overrides the config's [engine] section (snake_case keys, as in the TOML). The memory plan is
+ * not made here: pool_tokens, max_context and kv_type are set (4 x 16k cells of f16 unless overridden).
+ */
 export async function startTestServer(
   modelPath: string,
-  engine: Record<string, number> = {},
+  engine: Record<string, number | string> = {},
   pingSeconds = 5,
   options: TestServerOptions = {},
 ): Promise<TestServer> {
@@ -38,7 +41,7 @@ export async function startTestServer(
       server: { port: 0, ...options.server },
       model: { path: modelPath },
       log: { level: 'warn', ...options.log },
-      engine: { slots: 4, context_per_slot: 16384, threads: 2, ...engine },
+      engine: { slots: 4, pool_tokens: 65536, max_context: 16384, kv_type: 'f16', threads: 2, ...engine },
       cache: { max_mb: 0 }, // tests never write to the user's cache folder
     },
   });
