@@ -334,12 +334,12 @@ function report(o: Options, results: Replay[], sizes: Record<string, string>, co
     `${contextPerSlot} tokens of context per slot`);
   out.push(`system + tools: ${sizes.prefix}`);
   out.push(`sessions differ from ${o.sharedOpening ? 'turn 2 on (--shared-opening: one first request for all)' : 'their first user prompt on'}`);
-  out.push(`pensieve: node dist/src/cli.js start with engine.slots = slots, context_per_slot = ${contextPerSlot}, threads = ${o.threads}, ` +
+  out.push(`pensieve: node dist/src/cli.js start with engine.slots = slots, pool_tokens = slots x ${contextPerSlot}, max_context = ${contextPerSlot}, kv_type = "f16", threads = ${o.threads}, ` +
     `model.gpu_layers = ${o.gpuLayers}` +
     (o.pensieveFa === undefined ? ', other keys at their defaults (config/pensieve.toml)' : `, flash_attention = "${o.pensieveFa}"`) +
     '; an empty cache folder');
   out.push(`llama-server: ${join(bin, 'llama-server')} ${llamaServerArgs({ bin, model: o.model, slots: 0, contextPerSlot, threads: o.threads, gpuLayers: o.gpuLayers, extraArgs: o.llamaArgs })
-    .join(' ').replace('-np 0 -c 0', '-np SLOTS -c SLOTS*' + contextPerSlot).replace(o.model, 'MODEL').replace(llamaSourceDir, 'native/deps/llama.cpp')}`);
+    .join(' ').replace('-np 0 -kvu -c 0', '-np SLOTS -kvu -c SLOTS*' + contextPerSlot).replace(o.model, 'MODEL').replace(llamaSourceDir, 'native/deps/llama.cpp')}`);
   out.push('');
   out.push('TTFT: ms from sending the request to the first content_block_delta (one figure per session). ' +
     'computed: prompt tokens the server computed (usage.input_tokens, all sessions); cached: cache_read_input_tokens; ' +

@@ -100,6 +100,7 @@ function isAlive(pid: number): boolean {
 export interface PensieveOptions {
   model: string;
   slots: number;
+  /** Tokens one session may use: the pool gets slots x this many cells (f16, as llama-server's default). */
   contextPerSlot: number;
   threads: number;
   /** Layers on the GPU (model.gpu_layers; default 0, CPU only). */
@@ -119,7 +120,8 @@ export async function startPensieve(o: PensieveOptions): Promise<RunningServer> 
   writeFileSync(config, [
     '[server]', 'host = "127.0.0.1"', `port = ${port}`, `api_keys = ["${PENSIEVE_KEY}"]`, '',
     '[model]', `path = ${JSON.stringify(o.model)}`, `gpu_layers = ${o.gpuLayers ?? 0}`, '',
-    '[engine]', `slots = ${o.slots}`, `context_per_slot = ${o.contextPerSlot}`, `threads = ${o.threads}`,
+    '[engine]', `slots = ${o.slots}`, `pool_tokens = ${o.slots * o.contextPerSlot}`, `max_context = ${o.contextPerSlot}`, 'kv_type = "f16"',
+    `threads = ${o.threads}`,
     `queue_length = ${Math.max(o.slots, 8)}`, ...Object.entries(o.engine ?? {}).map(([k, v]) => `${k} = ${v}`), '',
     '[cache]', `folder = ${JSON.stringify(join(dir, 'cache'))}`, '',
     '[log]', `level = "${logDir ? 'info' : 'warn'}"`, '',
@@ -147,7 +149,8 @@ export function llamaServerArgs(o: LlamaServerOptions): string[] {
   return [
     '-m', o.model, '--host', '127.0.0.1',
     '-t', String(o.threads), '-tb', String(o.threads), '-ngl', String(o.gpuLayers ?? 0),
-    '-np', String(o.slots), '-c', String(o.slots * o.contextPerSlot),
+    // -kvu: one pool of cells for all slots, as Pensieve's.
+    '-np', String(o.slots), '-kvu', '-c', String(o.slots * o.contextPerSlot),
     '-b', '512', '-ub', '512',
     '--metrics', '--no-webui',
     ...o.extraArgs,

@@ -1,12 +1,12 @@
 // Claude Code itself (the @anthropic-ai/claude-code CLI) against the real server, on the shared model.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../src/paths.js';
 import { sharedModelPath } from './helpers/models.js';
-import { startTestServer, TEST_KEY } from './helpers/server.js';
+import { logSink, startTestServer, TEST_KEY, type TestServer } from './helpers/server.js';
 
 const model = sharedModelPath('random-qwen2-tiny-10m-q8_0.gguf');
 
@@ -24,19 +24,18 @@ function claude(args: string[], env: Record<string, string>): Promise<ClaudeResu
   });
 }
 
-t.test('claude -p completes a turn against the server', { skip: !model && 'no ../shared/models' }, async (t) => {
-  const server = await startTestServer(model!, { slots: 2, pool_tokens: 65536, max_context: 32768 });
-  t.teardown(() => server.close());
-  const result = await claude(['-p', 'Say hello', '--output-format', 'json'], {
-    ANTHROPIC_BASE_URL: server.url,
-    ANTHROPIC_AUTH_TOKEN: TEST_KEY,
-    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-    // A random-weight model rarely ends its turn by itself: bound the answer so the turn ends. Claude
-    // Code then reports that the answer hit its output limit, which is the expected end here.
-    CLAUDE_CODE_MAX_OUTPUT_TOKENS: '48',
-  });
-  const served = server.engine.status();
-  t.ok(served.prefilledTokens > 5000, `the engine computed Claude Code's long prompt (${served.prefilledTokens} tokens)`);
+/** Claude Code's environment for the test server. */
+const claudeEnv = (server: TestServer): Record<string, string> => ({
+  ANTHROPIC_BASE_URL: server.url,
+  ANTHROPIC_AUTH_TOKEN: TEST_KEY,
+  CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+  // A random-weight model rarely ends its turn by itself: bound the answer so the turn ends. Claude
+  // Code then reports that the answer hit its output limit, which is the expected end here.
+  CLAUDE_CODE_MAX_OUTPUT_TOKENS: '48',
+});
+
+/** Checks Claude Code's JSON result: a result, no request failed, the answer streamed. */
+function servedTurn(t: Test, result: ClaudeResult): void {
   const output = JSON.parse(result.stdout) as {
     type: string;
     api_error_status?: number | null;
@@ -45,4 +44,25 @@ t.test('claude -p completes a turn against the server', { skip: !model && 'no ..
   t.equal(output.type, 'result', 'Claude Code printed its result');
   t.equal(output.api_error_status ?? null, null, 'no request failed at the HTTP level');
   t.ok((output.usage?.output_tokens ?? 0) > 0, `it received the streamed answer: ${result.stdout.slice(0, 400)}`);
+}
+
+t.test('claude -p completes a turn against the server', { skip: !model && 'no ../shared/models' }, async (t) => {
+  const server = await startTestServer(model!, { slots: 2, pool_tokens: 65536, max_context: 32768 });
+  t.teardown(() => server.close());
+  const result = await claude(['-p', 'Say hello', '--output-format', 'json'], claudeEnv(server));
+  const served = server.engine.status();
+  t.ok(served.prefilledTokens > 5000, `the engine computed Claude Code's long prompt (${served.prefilledTokens} tokens)`);
+  servedTurn(t, result);
+});
+
+t.test('a Claude Code session grows past what the old layout gave a slot: 4 slots share one pool', { skip: !model && 'no ../shared/models' }, async (t) => {
+  const logs = logSink();
+  // 4 slots in 65,536 cells: the old layout cut that into 4 x 16,384.
+  const server = await startTestServer(model!, { slots: 4, pool_tokens: 65536, max_context: 65536 }, 5, { log: { level: 'info' }, logStream: logs.stream });
+  t.teardown(() => server.close());
+  const notes = Array.from({ length: 1200 }, (_, i) => `Note ${i}: the build step ${i % 7} writes file${i}.txt.`).join('\n');
+  const result = await claude(['-p', `Summarize these notes.\n${notes}`, '--output-format', 'json'], claudeEnv(server));
+  const prompts = logs.lines.filter((line) => line.msg === 'generation finished').map((line) => Number(line.promptTokens));
+  t.ok(Math.max(...prompts) > 16384, `a request of ${Math.max(...prompts)} prompt tokens was served (requests: ${prompts.join(', ')})`);
+  servedTurn(t, result);
 });

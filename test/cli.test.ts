@@ -152,7 +152,7 @@ t.test('validate: a good model, garbage, a model too big for memory, a model not
   });
   const big = await pensieve(home, ['validate', '--model', huge]);
   t.equal(big.code, 1);
-  t.match(big.stderr, /huge\.gguf needs about .* GiB of memory, but this machine has/);
+  t.match(big.stderr, /huge\.gguf needs about .* GiB of (GPU )?memory for a pool of 8192 tokens of q4_0 KV cache, but /);
   t.match(big.stderr, /model\.check_memory = false skips this check/);
   const unchecked = await pensieve(home, ['validate', '--model', huge], { PENSIEVE_MODEL_CHECK_MEMORY: 'false' });
   t.equal(unchecked.code, 0);
@@ -247,7 +247,7 @@ t.test('status reads /health: ready, loading, not running, something else', asyn
 t.test('start --daemon, status, stop', async (t) => {
   const home = t.testdir();
   const port = String(await freePort());
-  const env = { PENSIEVE_ENGINE_SLOTS: '1', PENSIEVE_ENGINE_CONTEXT_PER_SLOT: '512' };
+  const env = { PENSIEVE_ENGINE_SLOTS: '1', PENSIEVE_ENGINE_POOL_TOKENS: '8192' };
   const started = await pensieve(home, ['start', '--daemon', '--model', tiny, '--port', port], env);
   t.equal(started.code, 0, started.stderr);
   const pidFile = path.join(home, 'state', 'pensieve', `pensieve-${port}.pid`);

@@ -1,21 +1,8 @@
 // /metrics, /health and the request logs, against the real server on the generated tiny model.
 import t from 'tap';
-import { Writable } from 'node:stream';
-import { startTestServer } from './helpers/server.js';
+import { logSink, startTestServer } from './helpers/server.js';
 import { tinyModelPath } from './helpers/models.js';
 import { postMessage, readBody, readJson, send, sseEvents } from './helpers/http.js';
-
-/** Log lines, parsed, as the server writes them. */
-function logSink(): { stream: Writable; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of String(chunk).split('\n')) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { stream, lines };
-}
 
 const SECRET_PROMPT = 'zebra-umbrella-7781';
 const question = (stream: boolean) => ({
@@ -50,6 +37,7 @@ t.test('a streamed and a plain message show up in /metrics', async (t) => {
   t.equal(value('pensieve_slots_busy'), 0);
   t.equal(value('pensieve_slots'), 2);
   t.equal(value('pensieve_kv_cells'), 65536, 'the pool');
+  t.equal(value('pensieve_preempted_total'), 0, 'nothing preempted in a pool this large');
   const used = value('pensieve_kv_cells_used');
   t.ok(used > 10 && used < 1000, `the cells in use are the prompt's, kept as a cached prefix (${used})`);
   t.ok(value('process_resident_memory_bytes') > 0);

@@ -12,10 +12,10 @@ import { drainFifo } from './helpers/fifo.js';
 import { tinyModelPath } from './helpers/models.js';
 
 t.test('a load submitted behind queued saves runs before them', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
-  // Two slots' states, as the engine would save them.
+  // Two slots' states in one pool, as the engine would save them.
   const addon = loadAddon();
   const model = new addon.Model(await tinyModelPath(), { gpuLayers: 0 });
-  const context = new addon.Context(model, { contextSize: 512, batchSize: 64, ubatchSize: 64, sequences: 2, threads: 1 });
+  const context = new addon.Context(model, { contextSize: 512, batchSize: 64, ubatchSize: 64, sequences: 2, threads: 1, kvUnified: true });
   t.teardown(() => {
     context.free();
     model.free();
@@ -35,9 +35,9 @@ t.test('a load submitted behind queued saves runs before them', { skip: process.
   execFileSync('mkfifo', [fifo]);
   const files = new PromptFiles(dir, new SharedArrayBuffer(4));
   t.teardown(() => files.close());
-  files.submit({ kind: 'save', tokens: held[0], state: states[0], slot: 0, slots: 2 });
-  files.submit({ kind: 'save', tokens: held[1], state: states[1], slot: 1, slots: 2 });
-  files.submit({ kind: 'load', id: 7, file: join(dir, 'missing.kv'), tokens: 40, slots: 2 });
+  files.submit({ kind: 'save', tokens: held[0], state: states[0] });
+  files.submit({ kind: 'save', tokens: held[1], state: states[1] });
+  files.submit({ kind: 'load', id: 7, file: join(dir, 'missing.kv'), tokens: 40 });
   t.ok((await drainFifo(fifo, 20_000)).length > 0, 'the first save was written');
 
   const results: FileResult[] = files.finish();

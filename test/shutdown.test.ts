@@ -68,7 +68,7 @@ async function drain(rest: AsyncGenerator<SseEvent>): Promise<SseEvent[]> {
 }
 
 const model = await tinyModelPath();
-const engineEnv = { PENSIEVE_ENGINE_SLOTS: '2', PENSIEVE_ENGINE_CONTEXT_PER_SLOT: '32768' };
+const engineEnv = { PENSIEVE_ENGINE_SLOTS: '2', PENSIEVE_ENGINE_POOL_TOKENS: '16384' };
 
 t.test('past the grace period, SIGTERM cancels the generation; the stream still ends with message_delta and message_stop', async (t) => {
   const server = startCli(['--model', model, '--port', '0'], { ...engineEnv, PENSIEVE_SERVER_SHUTDOWN_GRACE_SECONDS: '0' });

@@ -10,9 +10,9 @@ function run(job: FileJob): { result: FileResult; transfer: ArrayBuffer[] } {
   try {
     if (job.kind === 'save') {
       const state = Buffer.from(job.state.buffer, job.state.byteOffset, job.state.byteLength);
-      return { result: { kind: 'save', tokens: job.tokens, ...writePrefix(dir, job.tokens, state, job.slot, job.slots) }, transfer: [] };
+      return { result: { kind: 'save', tokens: job.tokens, ...writePrefix(dir, job.tokens, state) }, transfer: [] };
     }
-    const state = readPrefix(job.file, job.tokens, job.slots);
+    const state = readPrefix(job.file, job.tokens);
     return { result: { kind: 'load', id: job.id, file: job.file, state }, transfer: [state.buffer as ArrayBuffer] };
   } catch (err) {
     const error = (err as Error).message;

@@ -7,7 +7,7 @@ import { createRing, RingReader, RingWriter } from './ring.js';
 import { BellListener, createBell, ringBell } from './output-bell.js';
 import { readStatus, STATUS_WORDS, type EngineStatus } from './status.js';
 import type { EngineCommand, EngineSettings, FinalStats, GenerateParams } from './types.js';
-import type { EngineThreadData, EngineThreadMessage } from '../../workers/engine-thread.js';
+import type { EngineThreadData, EngineThreadMessage } from './thread-protocol.js';
 import { startWorker } from '../threads.js';
 
 /** Where the engine's own messages go (the server passes its logger). */

@@ -9,9 +9,9 @@ import { MessageChannel, receiveMessageOnPort, type MessagePort, type Worker } f
 import { startWorker } from '../threads.js';
 
 export type FileJob =
-  | { kind: 'save'; tokens: Int32Array; state: Uint8Array; slot: number; slots: number }
-  /** Reads `file`, a prefix of `tokens` tokens, for request `id`, into a state for `slots` slots. */
-  | { kind: 'load'; id: number; file: string; tokens: number; slots: number };
+  | { kind: 'save'; tokens: Int32Array; state: Uint8Array }
+  /** Reads `file`, a prefix of `tokens` tokens, for request `id`. */
+  | { kind: 'load'; id: number; file: string; tokens: number };
 
 export type LoadResult = { kind: 'load'; id: number; file: string } & ({ state: Uint8Array } | { error: string });
 

@@ -50,21 +50,15 @@ export function modelFingerprint(modelPath: string): string {
 }
 
 // llama.cpp's sequence state is [magic u32][seq id u32][stream count u32], then per stream a cell count
-// and, when not zero, that stream's cells. A slot's state has cells in its own stream only, and restoring
-// puts them into the target sequence's stream whatever their position, so the file keeps just the first
-// two words and the one non-empty stream: it then loads into a context with any number of slots.
+// and, when not zero, that stream's cells. The engine's pool is one stream, so the file keeps the first two
+// words and that stream, without the count (files written when each slot had a stream of its own were
+// packed the same way, and still load).
 const PREAMBLE = 8;
 
-/** The packed state as views into `state` (no copy: it can be hundreds of MB), or undefined when not a slot's. */
-function packState(state: Buffer, slot: number, slots: number): Buffer[] | undefined {
-  const words = (at: number): number => state.readUInt32LE(at);
-  if (state.length < PREAMBLE + 4 + slots * 4 || words(PREAMBLE) !== slots) return undefined;
-  const start = PREAMBLE + 4 + slot * 4;
-  const end = state.length - (slots - slot - 1) * 4;
-  for (let i = 0; i < slot; i++) if (words(PREAMBLE + 4 + i * 4) !== 0) return undefined;
-  for (let at = end; at < state.length; at += 4) if (words(at) !== 0) return undefined;
-  if (words(start) === 0) return undefined;
-  return [state.subarray(0, PREAMBLE), state.subarray(start, end)];
+/** The state's parts to write, as views into `state` (no copy: it can be hundreds of MB); undefined when it is not one stream with cells. */
+function packState(state: Buffer): Buffer[] | undefined {
+  if (state.length < PREAMBLE + 8 || state.readUInt32LE(PREAMBLE) !== 1 || state.readUInt32LE(PREAMBLE + 4) === 0) return undefined;
+  return [state.subarray(0, PREAMBLE), state.subarray(PREAMBLE + 4)];
 }
 
 /** The file in `dir` that the prefix `tokens` is saved to: named by a hash of its tokens. */
@@ -78,8 +72,8 @@ export function prefixFile(dir: string, tokens: Int32Array): string {
  * reader never sees half a file); returns the file and its size. Throws when the state is not a slot's or
  * the write fails. Any thread may call it: hashing and writing a large state takes a while.
  */
-export function writePrefix(dir: string, tokens: Int32Array, state: Buffer, slot: number, slots: number): { file: string; bytes: number } {
-  const packed = packState(state, slot, slots);
+export function writePrefix(dir: string, tokens: Int32Array, state: Buffer): { file: string; bytes: number } {
+  const packed = packState(state);
   if (!packed) throw new Error('unexpected KV state layout');
   const tokenBytes = Buffer.from(tokens.buffer, tokens.byteOffset, tokens.byteLength);
   const stateBytes = packed.reduce((n, part) => n + part.length, 0);
@@ -139,9 +133,9 @@ export class PromptStore {
   }
 
   /** Saves a slot's state for `tokens` here and now (see writePrefix) and indexes it. */
-  save(tokens: Int32Array, state: Buffer, slot: number, slots: number): void {
+  save(tokens: Int32Array, state: Buffer): void {
     try {
-      const { file, bytes } = writePrefix(this.dir, tokens, state, slot, slots);
+      const { file, bytes } = writePrefix(this.dir, tokens, state);
       this.add(file, tokens, bytes);
     } catch (err) {
       this.log(`prompt cache: not saved: ${(err as Error).message}`);
@@ -232,25 +226,24 @@ function readFully(fd: number, into: Buffer): void {
 }
 
 /**
- * Reads and verifies a prefix file of `tokens` tokens; returns its state, rebuilt for a context with
- * `slots` slots. Throws when it fails a check. Any thread may call it: reading and hashing a large state
- * takes a while.
+ * Reads and verifies a prefix file of `tokens` tokens; returns its state as llama.cpp reads it. Throws when
+ * it fails a check. Any thread may call it: reading and hashing a large state takes a while.
  */
-export function readPrefix(file: string, tokens: number, slots: number): Buffer {
+export function readPrefix(file: string, tokens: number): Buffer {
   const fd = openSync(file, 'r');
   try {
     const { header } = readHeader(fd);
     if (header.tokens !== tokens) throw new Error('changed since it was indexed');
     const tokenBytes = Buffer.alloc(header.tokens * 4);
     readFully(fd, tokenBytes);
-    // Rebuild the state for this context: the preamble, its stream count, the stream, then empty streams.
+    // Rebuild the state: the preamble, the stream count (one), the stream.
     const streamBytes = header.stateBytes - PREAMBLE;
-    const state = Buffer.alloc(PREAMBLE + 4 + streamBytes + (slots - 1) * 4);
+    const state = Buffer.alloc(PREAMBLE + 4 + streamBytes);
     const preamble = state.subarray(0, PREAMBLE);
     const stream = state.subarray(PREAMBLE + 4, PREAMBLE + 4 + streamBytes);
     readFully(fd, preamble);
     readFully(fd, stream);
-    state.writeUInt32LE(slots, PREAMBLE);
+    state.writeUInt32LE(1, PREAMBLE);
     const sha256 = createHash('sha256').update(tokenBytes).update(preamble).update(stream).digest('hex');
     if (sha256 !== header.sha256) throw new Error('checksum mismatch');
     return state;

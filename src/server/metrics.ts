@@ -15,6 +15,7 @@ const ENGINE_COUNTERS: [string, string, keyof EngineStatus][] = [
   ['pensieve_cached_prompt_tokens_total', 'Prompt tokens served from the prompt (prefix) cache instead of computed.', 'cachedPromptTokens'],
   ['pensieve_admitted_requests_total', 'Requests admitted into a slot.', 'admitted'],
   ['pensieve_engine_steps_total', 'Engine steps (llama_decode calls).', 'steps'],
+  ['pensieve_preempted_total', 'Running requests preempted (KV state set aside, resumed later) to make room in the KV pool.', 'preempted'],
 ];
 
 /** Prompt preparation's tokenization in kept pieces (Model.tokenizePrompt), counted by the addon for the process. */

@@ -1,4 +1,5 @@
 // A real Pensieve server (HTTP, prep pool, engine thread, llama.cpp) on a free loopback port, for tests.
+import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { DestinationStream } from 'pino';
 import { loadConfig, type PensieveConfig } from '../../src/config.js';
@@ -16,6 +17,18 @@ export interface TestServer {
 }
 
 export const TEST_KEY = 'pensieve-local-key';
+
+/** Log lines, parsed, as the server writes them (pass `stream` as TestServerOptions.logStream). */
+export function logSink(): { stream: Writable; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of String(chunk).split('\n')) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { stream, lines };
+}
 
 export interface TestServerOptions {
   /** Overrides of the [server] and [log] sections (snake_case keys, as in the TOML). */
