@@ -3,7 +3,7 @@ import t from 'tap';
 import type { IncomingMessage } from 'node:http';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { tinyModelPath } from './helpers/models.js';
-import { eventually, longStream, postMessage, readBody, readJson, send, sseEvents } from './helpers/http.js';
+import { eventually, longStream, postMessage, readBody, readJson, send, sseEvents, type SseEvent } from './helpers/http.js';
 
 const idle = async (server: TestServer): Promise<boolean> => {
   const { slotsBusy, queued } = server.engine.status();
@@ -61,4 +61,23 @@ t.test('a burst beyond the queue gets 529 overloaded_error with retry-after; the
   const health = await send(`${server.url}/health`);
   t.equal(health.statusCode, 200);
   await readBody(health);
+});
+
+t.test('two streams that together outgrow the KV pool both run to their end: one is preempted and resumed', async (t) => {
+  const server = await startTestServer(await tinyModelPath(), { slots: 2, pool_tokens: 1024, max_context: 1024 });
+  t.teardown(() => server.close());
+  const responses = await Promise.all([0, 1].map(() => postMessage(server.url, { ...longStream(900), temperature: 0 })));
+  const ends = await Promise.all(responses.map(async (response) => {
+    t.equal(response.statusCode, 200);
+    const events: SseEvent[] = [];
+    for await (const event of sseEvents(response)) events.push(event);
+    return events;
+  }));
+  for (const events of ends) {
+    t.same(events.slice(-2).map((e) => e.event), ['message_delta', 'message_stop'], 'the stream ends normally');
+    t.match(events.at(-2)!.data, { delta: { stop_reason: 'max_tokens' }, usage: { output_tokens: 900 } });
+  }
+  const metrics = await readBody(await send(`${server.url}/metrics`));
+  t.ok(Number(/^pensieve_preempted_total (\d+)$/m.exec(metrics)?.[1]) >= 1, 'a request was preempted to make room');
+  t.ok(await eventually(() => idle(server)), 'every slot is free');
 });
