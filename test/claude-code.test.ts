@@ -1,7 +1,7 @@
 // Claude Code itself (the @anthropic-ai/claude-code CLI) against the real server, on the shared model.
 import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../src/paths.js';
@@ -10,16 +10,24 @@ import { logSink, startTestServer, TEST_KEY, type TestServer } from './helpers/s
 
 const model = sharedModelPath('random-qwen2-tiny-10m-q8_0.gguf');
 
+/** A new home folder for Claude Code (its settings and memory live there), removed when the tests end. */
+function claudeHome(): string {
+  const home = mkdtempSync(join(tmpdir(), 'claude-home-'));
+  t.teardown(() => rmSync(home, { recursive: true, force: true }));
+  return home;
+}
+
 interface ClaudeResult {
   code: number | null;
   stdout: string;
   stderr: string;
 }
 
-function claude(args: string[], env: Record<string, string>): Promise<ClaudeResult> {
+/** Runs the CLI in the temp folder, as a user whose home is `home` (by default a new one). */
+function claude(args: string[], env: Record<string, string>, home = claudeHome()): Promise<ClaudeResult> {
   const bin = join(projectRoot, 'node_modules', '.bin', 'claude');
   return new Promise((resolve) => {
-    execFile(bin, args, { env: { PATH: process.env.PATH ?? '', HOME: mkdtempSync(join(tmpdir(), 'claude-home-')), ...env }, timeout: 240_000, cwd: tmpdir() },
+    execFile(bin, args, { env: { PATH: process.env.PATH ?? '', HOME: home, ...env }, timeout: 240_000, cwd: tmpdir() },
       (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }));
   });
 }
@@ -65,4 +73,24 @@ t.test('a Claude Code session grows past what the old layout gave a slot: 4 slot
   const prompts = logs.lines.filter((line) => line.msg === 'generation finished').map((line) => Number(line.promptTokens));
   t.ok(Math.max(...prompts) > 16384, `a request of ${Math.max(...prompts)} prompt tokens was served (requests: ${prompts.join(', ')})`);
   servedTurn(t, result);
+});
+
+t.test('sessions share their system prompt and tools in the cache; a session\'s next request reads all before its new messages', { skip: !model && 'no ../shared/models' }, async (t) => {
+  const logs = logSink();
+  const server = await startTestServer(model!, { slots: 2, pool_tokens: 65536, max_context: 32768 }, 5, { log: { level: 'info' }, logStream: logs.stream });
+  t.teardown(() => server.close());
+  const served = (): Array<{ prompt: number; cached: number }> => logs.lines.filter((line) => line.msg === 'generation finished')
+    .map((line) => ({ prompt: Number(line.promptTokens), cached: Number(line.cachedPromptTokens) }));
+  // One user: both sessions run with the same home folder (Claude Code's system prompt names its memory folder there).
+  const home = claudeHome();
+  servedTurn(t, await claude(['-p', 'Write a haiku about rivers', '--output-format', 'json'], claudeEnv(server), home));
+  const first = served();
+  t.ok(first.length >= 2, `session A made ${first.length} requests`);
+  for (let i = 1; i < first.length; i++) {
+    t.ok(first[i].cached >= first[i - 1].prompt, `A's request ${i + 1} read ${first[i].cached} of ${first[i].prompt} tokens: all of the previous prompt (${first[i - 1].prompt})`);
+  }
+  // Another session, another first prompt: Claude Code's billing header differs, the rest of the system prompt does not.
+  servedTurn(t, await claude(['-p', 'List three prime numbers', '--output-format', 'json'], claudeEnv(server), home));
+  const b = served()[first.length];
+  t.ok(b.cached >= 0.8 * b.prompt, `B's first request read ${b.cached} of ${b.prompt} tokens from the cache (A's system prompt and tools)`);
 });

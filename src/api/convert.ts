@@ -26,8 +26,18 @@ interface OpenAiToolCall {
 
 const invalid = (message: string): ApiError => new ApiError(400, 'invalid_request_error', message);
 
+/**
+ * Claude Code's first system block, `x-anthropic-billing-header: cc_version=<version>.<suffix>;
+ * cc_entrypoint=<entry>;`, is billing metadata whose suffix follows the session's first prompt. Kept, it
+ * would make every session's prompt differ from its first tokens, so that no two sessions could share the
+ * long system prompt and tools that follow it in the prefix cache; a local model has no use for it.
+ */
+const BILLING_HEADER = /^x-anthropic-billing-header:[^\n]*(\n|$)/;
+
+/** The top-level system prompt's text, without Claude Code's billing header. */
 function systemText(system: SystemParam): string {
-  return typeof system === 'string' ? system : system.map((b) => b.text).join('\n');
+  const texts = typeof system === 'string' ? [system] : system.map((b) => b.text);
+  return texts.map((text) => text.replace(BILLING_HEADER, '')).filter((text) => text.length > 0).join('\n');
 }
 
 /** The text of blocks that can only be text here; anything else is a clear 400. */
