@@ -2,8 +2,6 @@
 // KV states from the addon: the order in which it runs its jobs.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadAddon } from '../src/native.js';
 import { PromptFiles, type FileResult } from '../src/engine/prompt-files.js';
@@ -30,7 +28,7 @@ t.test('a load submitted behind queued saves runs before them', { skip: process.
 
   // The first save's temporary file is a FIFO: the thread blocks on it until the test reads it, so the second
   // save and the load are both waiting by then (or all three are, if the thread had not started yet).
-  const dir = mkdtempSync(join(tmpdir(), 'pensieve-files-'));
+  const dir = t.testdir();
   const fifo = `${prefixFile(dir, held[0])}.tmp`;
   execFileSync('mkfifo', [fifo]);
   const files = new PromptFiles(dir, new SharedArrayBuffer(4));

@@ -1,8 +1,7 @@
 // Cached prefixes kept across restarts (src/engine/prompt-store.ts), on the real engine and model.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { complete, startEngine, testModels } from './helpers/engine.js';
 import { drainFifo, fillFifo } from './helpers/fifo.js';
@@ -26,7 +25,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const long = (topic: string): string => chat(`${topic}. ${'A line of the long system prompt. '.repeat(60)}`);
 
 t.test('a prefix survives a restart and gives the same output as served cold', async (t) => {
-  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const folder = t.testdir();
   const first = await startEngine(modelPath, settings(folder));
   const prompt = first.tokenize(long('Restart'));
   const cold = await complete(first, prompt, { maxTokens: 12, ignoreEos: true });
@@ -42,7 +41,7 @@ t.test('a prefix survives a restart and gives the same output as served cold', a
 });
 
 t.test('a prefix evicted from its slot comes back from disk', async (t) => {
-  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const folder = t.testdir();
   const engine = await startEngine(modelPath, settings(folder, { slots: 1 }));
   t.teardown(() => engine.close());
   const a = engine.tokenize(long('First topic'));
@@ -56,7 +55,7 @@ t.test('a prefix evicted from its slot comes back from disk', async (t) => {
 });
 
 t.test('a corrupt file is discarded, logged, and the request served cold', async (t) => {
-  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const folder = t.testdir();
   const first = await startEngine(modelPath, settings(folder));
   const prompt = first.tokenize(long('Corruption'));
   const cold = await complete(first, prompt, { maxTokens: 10, ignoreEos: true });
@@ -79,7 +78,7 @@ t.test('a corrupt file is discarded, logged, and the request served cold', async
 
 t.test('a prefix is saved only once the engine has been idle for a while, not as soon as a request ends', async (t) => {
   // A save copies the slot's state on the engine thread, and a client's next turn often comes right after the last one ended.
-  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const folder = t.testdir();
   const engine = await startEngine(modelPath, settings(folder));
   t.teardown(() => engine.close());
   await complete(engine, engine.tokenize(long('Idle save')), { maxTokens: 4, ignoreEos: true });
@@ -90,7 +89,7 @@ t.test('a prefix is saved only once the engine has been idle for a while, not as
 });
 
 t.test('a prefix evicted while the engine is never idle is saved before it goes, and comes back from disk', async (t) => {
-  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const folder = t.testdir();
   const engine = await startEngine(modelPath, settings(folder, { slots: 1 }));
   t.teardown(() => engine.close());
   const a = engine.tokenize(long('Evicted at once'));
@@ -113,7 +112,7 @@ function savedPrefixFile(folder: string, prompt: Int32Array, output: number[]): 
 t.test('the engine answers requests while a prefix is being written: the save runs on its own thread', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
   // The save's temporary file is made a FIFO, so writing it blocks until the test reads it. Were the save on
   // the engine thread, the second request would get no answer until then.
-  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const folder = t.testdir();
   const engine = await startEngine(modelPath, settings(folder));
   t.teardown(() => engine.close());
   const prompt = engine.tokenize(long('Blocked save'));
@@ -137,7 +136,7 @@ t.test('the engine answers requests while a prefix is being written: the save ru
 t.test('two prefixes evicted at once are both saved, the second while the first is still being written', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
   // Both saves' temporary files are FIFOs, so the first save blocks until the test reads it; the second must be
   // queued behind it rather than skipped (a skipped prefix is lost: its slot is overwritten at once).
-  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const folder = t.testdir();
   const engine = await startEngine(modelPath, settings(folder));
   t.teardown(() => engine.close());
   const [a, b, c, d] = ['First of a pair', 'Second of a pair', 'A third one', 'And a fourth'].map((topic) => engine.tokenize(long(topic)));
@@ -162,7 +161,7 @@ t.test('two prefixes evicted at once are both saved, the second while the first 
 t.test('while a request waits for its prefix to be read from disk, the engine serves the others', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
   // Once the second engine has indexed the saved file, it is swapped for a FIFO, so reading it blocks until
   // the test writes the file's bytes into it. Were the read on the engine thread, nothing would be answered.
-  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const folder = t.testdir();
   const first = await startEngine(modelPath, settings(folder));
   const prompt = first.tokenize(long('Slow disk'));
   const cold = await complete(first, prompt, { maxTokens: 10, ignoreEos: true });
@@ -188,7 +187,7 @@ t.test('while a request waits for its prefix to be read from disk, the engine se
 });
 
 t.test('a request cancelled while its prefix is read leaves the slot to others: the late state is dropped', { skip: process.platform === 'win32' && 'no FIFOs' }, async (t) => {
-  const folder = mkdtempSync(join(tmpdir(), 'pensieve-prompts-'));
+  const folder = t.testdir();
   const first = await startEngine(modelPath, settings(folder));
   const prompt = first.tokenize(long('Cancelled while loading'));
   await complete(first, prompt, { maxTokens: 4, ignoreEos: true });
