@@ -110,7 +110,7 @@ export class PromptStore {
     mkdirSync(this.dir, { recursive: true });
     for (const name of readdirSync(this.dir)) {
       const file = join(this.dir, name);
-      if (name.endsWith('.tmp')) rmSync(file, { force: true }); // an interrupted save
+      if (name.endsWith('.tmp')) this.remove(file); // an interrupted save
       if (!name.endsWith(SUFFIX)) continue;
       const entry = this.readIndex(file);
       if (entry) this.entries.set(file, entry);
@@ -169,9 +169,14 @@ export class PromptStore {
     this.remove(file);
   }
 
+  /** Forgets a file and deletes it; one that cannot be deleted (a folder of that name, a read-only cache) is logged and left. */
   private remove(file: string): void {
     this.entries.delete(file);
-    rmSync(file, { force: true });
+    try {
+      rmSync(file, { force: true });
+    } catch (err) {
+      this.log(`prompt cache: could not delete ${file}: ${(err as Error).message}`);
+    }
   }
 
   private evict(): void {
