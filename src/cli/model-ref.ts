@@ -1,6 +1,6 @@
 // From model.path (a file, a hub reference, an alias, or '' for the default model) to a local file,
 // downloading it when the command may.
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { PensieveConfig } from '../config.js';
 import { DEFAULT_MODEL, hubOptions, hubRefName, MODEL_ALIASES, parseHubRef, type HubRef } from '../model/hub.js';
@@ -14,7 +14,10 @@ type ModelChoice = { kind: 'file'; path: string } | { kind: 'hub'; ref: HubRef; 
 /** An existing file wins over a hub reference of the same spelling. */
 function modelChoice(text: string): ModelChoice {
   const name = text || DEFAULT_MODEL;
-  if (text && existsSync(text)) return { kind: 'file', path: path.resolve(text) };
+  if (text && existsSync(text)) {
+    if (statSync(text).isDirectory()) throw new UsageError(`model path is a directory, not a GGUF file: ${text}`);
+    return { kind: 'file', path: path.resolve(text) };
+  }
   const ref = parseHubRef(name);
   if (ref) return { kind: 'hub', ref, name };
   throw new UsageError(`model file not found: ${text}`);
