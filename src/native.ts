@@ -157,6 +157,10 @@ export interface ChatRenderRequest {
 }
 
 export interface NativeChatTemplates {
+  /**
+   * Renders a ChatRenderRequest (as JSON). Throws when the template cannot take it, and, with code 'ERR_GRAMMAR'
+   * and the text as `grammar`, when llama.cpp's grammar sampler refuses the tool-call grammar.
+   */
   render(requestJson: string): RenderedChat;
   caps(): Record<string, boolean>;
 }

@@ -1,8 +1,10 @@
 import t, { type Test } from 'tap';
 import { existsSync, readFileSync } from 'node:fs';
+import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import Fastify, { type InjectOptions } from 'fastify';
 import { registerAuth } from '../src/api/auth.js';
-import { ApiError, errorBody, registerErrorHandling } from '../src/api/errors.js';
+import { ApiError, errorBody, frameworkErrorOptions, registerErrorHandling } from '../src/api/errors.js';
+import { MAX_DEPTH, registerBodyParsing } from '../src/server/body.js';
 import { registerModelRoutes, resolveModelName } from '../src/api/models.js';
 import { countTokensRequestSchema, fastifyAjvOptions, messagesRequestSchema } from '../src/api/schemas.js';
 
@@ -20,8 +22,10 @@ interface BuildOptions {
 }
 
 async function build(t: Test, opts: BuildOptions = {}) {
-  const app = Fastify({ bodyLimit: opts.bodyLimit ?? 1024 * 1024, ajv: opts.ajvDefaults ? {} : fastifyAjvOptions });
+  const bodyLimit = opts.bodyLimit ?? 1024 * 1024;
+  const app = Fastify({ ...frameworkErrorOptions, bodyLimit, ajv: opts.ajvDefaults ? {} : fastifyAjvOptions });
   const seen: { body?: unknown } = {};
+  registerBodyParsing(app, bodyLimit);
   registerErrorHandling(app);
   registerAuth(app, { apiKeys: opts.apiKeys ?? [KEY, 'second-key'], requireKeyOnLoopback: opts.requireKeyOnLoopback ?? true });
   registerModelRoutes(app, () => MODEL, ALIASES);
@@ -223,6 +227,69 @@ t.test('a body over the limit is 413 request_too_large', async (t) => {
   await expectError(t, app, { payload }, 413, 'request_too_large', /too large/);
 });
 
+t.test('request bodies: nesting, prototype keys, content types and encodings', async (t) => {
+  const { app, seen } = await build(t);
+  const post = (payload: string | Buffer, headers: Record<string, string> = {}, method: InjectOptions['method'] = 'POST') =>
+    app.inject({ method, url: '/v1/messages', payload, headers: { ...auth, 'content-type': 'application/json', ...headers } });
+  const text = JSON.stringify(minimal());
+  const withField = (json: string) => `${text.slice(0, -1)},"foo":${json}}`;
+  const nested = (n: number) => '['.repeat(n) + ']'.repeat(n);
+
+  let res = await post(withField(nested(10_000)));
+  t.equal(res.statusCode, 400, 'a 10,000-deep array');
+  isErrorBody(t, res, 400, 'invalid_request_error', new RegExp(`^foo(\\.0){${MAX_DEPTH - 1}}: nested deeper than ${MAX_DEPTH} levels$`));
+  res = await post(withField(nested(MAX_DEPTH - 1)));
+  t.equal(res.statusCode, 200, `${MAX_DEPTH} levels in all pass`);
+  res = await post(withField('{"a":'.repeat(5000) + '1' + '}'.repeat(5000)));
+  t.equal(res.statusCode, 400, 'a deep object');
+  isErrorBody(t, res, 400, 'invalid_request_error', /^foo(\.a)+: nested deeper than/);
+  const input = JSON.parse(withField('0')) as Record<string, unknown>;
+  input.messages = [{ role: 'assistant', content: [{ type: 'tool_use', id: 't', name: 'n', input: { x: JSON.parse(nested(100)) } }] }];
+  res = await post(JSON.stringify(input));
+  isErrorBody(t, res, 400, 'invalid_request_error', /^messages\.0\.content\.0\.input\.x(\.0)+: nested deeper than/);
+
+  res = await post(withField('{"__proto__":{"polluted":1}}'));
+  t.equal(res.statusCode, 400);
+  isErrorBody(t, res, 400, 'invalid_request_error', /^foo\.__proto__: a key named __proto__ is refused$/);
+  res = await post(withField('{"constructor":{"prototype":{}}}'));
+  isErrorBody(t, res, 400, 'invalid_request_error', /^foo\.constructor: a key named constructor with a prototype is refused$/);
+  res = await post('{"model": ');
+  isErrorBody(t, res, 400, 'invalid_request_error', /^request body is not valid JSON: /);
+
+  res = await post(text, { 'content-type': 'text/plain' });
+  t.equal(res.statusCode, 400);
+  isErrorBody(t, res, 400, 'invalid_request_error', /^content-type must be application\/json, not "text\/plain"$/);
+  res = await post('', {}, 'OPTIONS');
+  t.equal(res.statusCode, 404, 'OPTIONS has no route: its (empty) body is not read');
+  isErrorBody(t, res, 404, 'not_found_error', /^OPTIONS \/v1\/messages: no such endpoint$/);
+
+  for (const [encoding, encoded] of [['gzip', gzipSync(text)], ['deflate', deflateSync(text)], ['br', brotliCompressSync(text)], ['GZip', gzipSync(text)]] as const) {
+    res = await post(encoded, { 'content-encoding': encoding });
+    t.equal(res.statusCode, 200, `content-encoding ${encoding}`);
+    t.strictSame(seen.body, minimal());
+  }
+  res = await post(text, { 'content-encoding': 'gzip' });
+  t.equal(res.statusCode, 400, 'plain JSON declared as gzip');
+  isErrorBody(t, res, 400, 'invalid_request_error', /^request body is not valid gzip data: /);
+  res = await post(text, { 'content-encoding': 'compress' });
+  t.equal(res.statusCode, 415);
+  isErrorBody(t, res, 415, 'invalid_request_error', /^content-encoding "compress" is not supported/);
+  const bomb = gzipSync(Buffer.alloc(64 * 1024 * 1024, 32)); // 64 MB of spaces in 64 KB
+  res = await post(bomb, { 'content-encoding': 'gzip' });
+  t.equal(res.statusCode, 413, 'the body limit applies to the decoded size');
+  isErrorBody(t, res, 413, 'request_too_large', /^request body is too large once decoded$/);
+});
+
+t.test("errors that arise before a route's handlers have the API's shape", async (t) => {
+  const { app } = await build(t);
+  let res = await app.inject({ method: 'GET', url: `/v1/models/${'a'.repeat(5000)}`, headers: auth });
+  t.equal(res.statusCode, 414);
+  isErrorBody(t, res, 414, 'invalid_request_error', /^request URL is too long/);
+  res = await app.inject({ method: 'GET', url: '/v1/models/%zz', headers: auth });
+  t.equal(res.statusCode, 400);
+  isErrorBody(t, res, 400, 'invalid_request_error', /^request URL is not valid/);
+});
+
 t.test('unknown routes, thrown errors and ApiError', async (t) => {
   const { app } = await build(t);
   let res = await app.inject({ method: 'GET', url: '/v2/nothing?x=1', headers: auth });
@@ -256,13 +323,18 @@ t.test('auth', async (t) => {
   isErrorBody(t, res, 401, 'authentication_error', /invalid x-api-key/);
   res = await get({ authorization: 'Bearer wrong' });
   t.equal(res.statusCode, 401);
+  isErrorBody(t, res, 401, 'authentication_error', /^invalid bearer token in Authorization$/);
   res = await get({ authorization: 'Basic S0VZ' });
   t.equal(res.statusCode, 401, 'only Bearer');
   t.equal((await get({ 'x-api-key': KEY })).statusCode, 200, 'x-api-key');
   t.equal((await get({ 'x-api-key': 'second-key' })).statusCode, 200, 'any configured key');
   t.equal((await get({ authorization: `Bearer ${KEY}` })).statusCode, 200, 'Bearer');
   t.equal((await get({ authorization: `bearer ${KEY}` })).statusCode, 200, 'scheme is case-insensitive');
-  t.equal((await get({ 'x-api-key': 'stale', authorization: `Bearer ${KEY}` })).statusCode, 200, 'either header');
+  t.equal((await get({ 'x-api-key': 'stale', authorization: `Bearer ${KEY}` })).statusCode, 200, 'a Bearer token decides when sent');
+  res = await get({ 'x-api-key': KEY, authorization: 'Bearer stale' });
+  t.equal(res.statusCode, 401, '...even against a valid x-api-key');
+  isErrorBody(t, res, 401, 'authentication_error', /^invalid bearer token in Authorization$/);
+  t.equal((await get({ 'x-api-key': KEY, authorization: 'Basic S0VZ' })).statusCode, 200, 'another scheme leaves x-api-key to decide');
   t.equal((await get({ 'x-api-key': KEY }, remote)).statusCode, 200, 'remote with key');
   t.equal((await app.inject({ method: 'GET', url: '/health' })).statusCode, 200, '/health is open');
   t.equal((await app.inject({ method: 'GET', url: '/%761/models' })).statusCode, 401, 'encoded path is still checked');

@@ -1,5 +1,6 @@
 // Graceful shutdown of the real CLI (`node dist/src/cli.js start`, built by `npm run build`) on the
-// generated tiny model: SIGTERM during a streaming generation ends the stream cleanly and exits 0.
+// generated tiny model: SIGTERM lets generations finish within the grace period, answers those it cuts
+// short with overloaded_error (so clients retry), and exits 0.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -8,7 +9,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { projectRoot } from '../src/paths.js';
 import { tinyModelPath } from './helpers/models.js';
-import { longStream, postMessage, sseEvents, type SseEvent } from './helpers/http.js';
+import { longStream, postMessage, readJson, send, sseEvents, type SseEvent } from './helpers/http.js';
 
 const cli = join(projectRoot, 'dist', 'src', 'cli.js');
 
@@ -70,19 +71,33 @@ async function drain(rest: AsyncGenerator<SseEvent>): Promise<SseEvent[]> {
 const model = await tinyModelPath();
 const engineEnv = { PENSIEVE_ENGINE_SLOTS: '2', PENSIEVE_ENGINE_POOL_TOKENS: '16384' };
 
-t.test('past the grace period, SIGTERM cancels the generation; the stream still ends with message_delta and message_stop', async (t) => {
+t.test('past the grace period, SIGTERM cancels the generation; the stream ends with an overloaded_error event, not a stop reason', async (t) => {
   const server = startCli(['--model', model, '--port', '0'], { ...engineEnv, PENSIEVE_SERVER_SHUTDOWN_GRACE_SECONDS: '0' });
   t.teardown(() => void server.child.kill('SIGKILL'));
   const { rest } = await streamUntilFirstDelta(server, 30000);
   server.child.kill('SIGTERM');
   const events = await drain(rest);
-  t.same(events.slice(-2).map((e) => e.event), ['message_delta', 'message_stop']);
-  const delta = events.at(-2)!.data as { delta: { stop_reason: string }; usage: { output_tokens: number } };
-  t.equal(delta.delta.stop_reason, 'end_turn', 'a cancelled generation ends its turn');
-  t.ok(delta.usage.output_tokens < 30000, 'it was cut short');
+  t.match(events.at(-1), { event: 'error', data: { type: 'error', error: { type: 'overloaded_error', message: /shutting down/ } } });
+  t.notOk(events.some((e) => e.event === 'message_delta' || e.event === 'message_stop'), 'a cut-short answer is not passed off as complete');
   t.equal(await server.exit, 0, server.stderr());
   t.ok(server.logs.some((l) => l.msg === 'cancelling running generations'));
   t.ok(server.logs.some((l) => l.msg === 'stopped'));
+});
+
+t.test('past the grace period, a non-streaming request cut short gets 529 overloaded_error', async (t) => {
+  const server = startCli(['--model', model, '--port', '0'], { ...engineEnv, PENSIEVE_SERVER_SHUTDOWN_GRACE_SECONDS: '0' });
+  t.teardown(() => void server.child.kill('SIGKILL'));
+  const url = await server.url;
+  while (!server.logs.some((l) => l.msg === 'ready')) await new Promise((resolve) => setTimeout(resolve, 100));
+  const answer = postMessage(url, { ...longStream(30000), stream: false });
+  const generating = async () => (await readJson(await send(`${url}/health`))).slotsBusy === 1;
+  while (!(await generating())) await new Promise((resolve) => setTimeout(resolve, 50));
+  server.child.kill('SIGTERM');
+  const response = await answer;
+  t.equal(response.statusCode, 529);
+  t.equal(response.headers['retry-after'], '1');
+  t.match(await readJson(response), { type: 'error', error: { type: 'overloaded_error', message: /shutting down/ } });
+  t.equal(await server.exit, 0, server.stderr());
 });
 
 t.test('within the grace period, a running generation finishes before the server exits', async (t) => {

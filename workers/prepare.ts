@@ -11,7 +11,7 @@ const renderer = ChatRenderer.load(modelPath, templateFile);
 
 export default function prepare(task: PrepareTask): PrepareResult {
   try {
-    const prepared = renderer.prepare(toChatRequest(task.request));
+    const prepared = renderer.prepare(toChatRequest(task.request), task.maxTokens);
     return { ok: true, ...prepared };
   } catch (err) {
     // Errors cross the thread boundary as data: an ApiError keeps its status and type.

@@ -3,6 +3,7 @@
 #include <cctype>
 #include "model.h"
 #include "napi_arrays.h"
+#include "sampler.h"
 
 Napi::Function ChatTemplates::Define(Napi::Env env) {
   return DefineClass(env, "ChatTemplates", {
@@ -34,6 +35,7 @@ static Napi::Array toStringArray(Napi::Env env, const std::vector<std::string>& 
 
 // render(requestJson): renders { messages, tools, toolChoice, parallelToolCalls, enableThinking } (messages
 // and tools in OpenAI's chat format, which the common layer reads) into the prompt and generation settings.
+// Throws when the template cannot render it, or (code ERR_GRAMMAR) when llama.cpp refuses its grammar.
 Napi::Value ChatTemplates::Render(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   common_chat_params params;
@@ -101,6 +103,25 @@ Napi::Value ChatTemplates::Render(const Napi::CallbackInfo& info) {
       }
       grammarPrefill.push_back(ids[i]);
     }
+  }
+
+  // The engine builds the grammar's sampler when the request is admitted, where a grammar that llama.cpp
+  // refuses (a schema's $ref cycle, a minLength over its repetition limit) could only fail the request.
+  // Building it here refuses it while the request is prepared: an error with code ERR_GRAMMAR and the grammar.
+  // That takes milliseconds for Claude Code's tools, which every request repeats: grammars that passed are kept.
+  if (!params.grammar.empty() && !checkedGrammars_.count(params.grammar)) {
+    try {
+      SlotSampler().configure(SamplingParams{}, vocab_,
+                              GrammarParams{params.grammar, params.grammar_lazy, triggerPatterns, triggerTokens, grammarPrefill});
+    } catch (const std::exception& e) {
+      Napi::Error error = Napi::Error::New(env, std::string("tool-call grammar: ") + e.what());
+      error.Set("code", "ERR_GRAMMAR");
+      error.Set("grammar", params.grammar);
+      error.ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (checkedGrammars_.size() >= kCheckedGrammars) checkedGrammars_.clear();
+    checkedGrammars_.insert(params.grammar);
   }
 
   Napi::Object out = Napi::Object::New(env);

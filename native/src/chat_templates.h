@@ -3,6 +3,8 @@
 // tool calls valid, and the parser settings for reading them back.
 #pragma once
 #include <napi.h>
+#include <string>
+#include <unordered_set>
 #include "chat.h"  // llama.cpp common/chat.h
 
 class ChatTemplates : public Napi::ObjectWrap<ChatTemplates> {
@@ -17,4 +19,7 @@ class ChatTemplates : public Napi::ObjectWrap<ChatTemplates> {
   Napi::ObjectReference modelRef_;
   const llama_vocab* vocab_ = nullptr;
   common_chat_templates_ptr templates_;
+  // Tool-call grammars that llama.cpp's grammar sampler accepted (Render checks each new one), at most kCheckedGrammars.
+  static constexpr size_t kCheckedGrammars = 16;
+  std::unordered_set<std::string> checkedGrammars_;
 };

@@ -20,15 +20,31 @@ export function isLoopback(address: string | undefined): boolean {
   return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4) || address === '::1';
 }
 
-/** The keys a request presents, from either header (both when both are sent). */
-export function presentedKeys(request: FastifyRequest): string[] {
-  const keys: string[] = [];
+/** A key as a request presents it, and the header it came in. */
+interface PresentedKey {
+  key: string;
+  header: 'Authorization: Bearer' | 'x-api-key';
+}
+
+/**
+ * The key a request authenticates with. One header decides: `Authorization: Bearer` when it is sent, else
+ * `x-api-key`. Claude Code sends both when ANTHROPIC_AUTH_TOKEN and ANTHROPIC_API_KEY are both set, and
+ * then means the token (the key for this server, while the environment may hold a key for Anthropic's).
+ */
+function presentedKey(request: FastifyRequest): PresentedKey | undefined {
   const first = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h);
-  const apiKey = first(request.headers['x-api-key']);
-  if (apiKey) keys.push(apiKey);
   const bearer = /^Bearer\s+(\S+)\s*$/i.exec(first(request.headers.authorization) ?? '');
-  if (bearer) keys.push(bearer[1]!);
-  return keys;
+  if (bearer) return { key: bearer[1]!, header: 'Authorization: Bearer' };
+  const apiKey = first(request.headers['x-api-key']);
+  return apiKey ? { key: apiKey, header: 'x-api-key' } : undefined;
+}
+
+/** Per request that authenticated with a valid key: that key's index in server.api_keys. */
+const validatedKeys = new WeakMap<FastifyRequest, number>();
+
+/** The index in server.api_keys of the key the request authenticated with; undefined when it presented no valid one (or none are configured). */
+export function validatedKey(request: FastifyRequest): number | undefined {
+  return validatedKeys.get(request);
 }
 
 /**
@@ -44,15 +60,21 @@ export function registerAuth(app: FastifyInstance, opts: AuthOptions): void {
     // The matched route's pattern, not the raw URL, so encodings (/%761/...) cannot dodge the check.
     const route = request.routeOptions.url;
     if (route !== undefined && !/^\/v1(\/|$)/.test(route)) return;
-    if (!opts.requireKeyOnLoopback && isLoopback(request.socket.remoteAddress)) return;
-    const keys = presentedKeys(request);
-    if (keys.length === 0)
-      throw new ApiError(401, 'authentication_error', 'missing API key: send it as x-api-key or Authorization: Bearer');
-    let ok = false;
-    for (const key of keys) {
-      const d = digest(key);
-      for (const e of expected) ok = timingSafeEqual(d, e) || ok;
+    const presented = presentedKey(request);
+    let index = -1;
+    if (presented) {
+      const d = digest(presented.key);
+      expected.forEach((e, i) => {
+        if (timingSafeEqual(d, e)) index = i;
+      });
     }
-    if (!ok) throw new ApiError(401, 'authentication_error', 'invalid x-api-key');
+    if (index >= 0) validatedKeys.set(request, index);
+    if (!opts.requireKeyOnLoopback && isLoopback(request.socket.remoteAddress)) return;
+    if (!presented)
+      throw new ApiError(401, 'authentication_error', 'missing API key: send it as x-api-key or Authorization: Bearer');
+    if (index < 0) {
+      const message = presented.header === 'x-api-key' ? 'invalid x-api-key' : 'invalid bearer token in Authorization';
+      throw new ApiError(401, 'authentication_error', message);
+    }
   });
 }

@@ -1,7 +1,9 @@
 // Errors in the Anthropic shape: {type: "error", error: {type, message}, request_id}. Every error the
 // server answers goes through here, so clients (the SDK, Claude Code) always get a body they parse,
 // and pick retry or not from the status: they retry 429, 5xx and 529, never other 4xx.
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
 
 export type ApiErrorType =
   | 'invalid_request_error'
@@ -31,6 +33,10 @@ export class ApiError extends Error {
     super(message);
   }
 }
+
+/** The API's answer to a prompt over the context; Claude Code reads the numbers and compacts. */
+export const promptTooLong = (tokens: number, maximum: number): ApiError =>
+  new ApiError(400, 'invalid_request_error', `prompt is too long: ${tokens} tokens > ${maximum} maximum`);
 
 export function errorBody(type: ApiErrorType, message: string, requestId?: string): ErrorBody {
   return { type: 'error', error: { type, message }, ...(requestId !== undefined && { request_id: requestId }) };
@@ -103,8 +109,13 @@ export function describeValidationError(e: ValidationError, context = 'body'): s
   return `${where.length > 0 ? where.join('.') : context}: ${problem}`;
 }
 
+const mediaTypeOf = (request: FastifyRequest): string => {
+  const type = request.headers['content-type'];
+  return type ? `, not ${JSON.stringify(type.split(';')[0]!.trim())}` : '';
+};
+
 /** Status, type and message for anything thrown; unknown errors become a 500 that leaks nothing. */
-function classify(error: unknown): { status: number; type: ApiErrorType; message: string; headers?: Record<string, string> } {
+function classify(error: unknown, request: FastifyRequest): { status: number; type: ApiErrorType; message: string; headers?: Record<string, string> } {
   if (error instanceof ApiError) return { status: error.status, type: error.type, message: error.message, headers: error.headers };
   const e = (error ?? {}) as Partial<FastifyError>;
   if (e.validation && e.validation.length > 0) {
@@ -112,15 +123,11 @@ function classify(error: unknown): { status: number; type: ApiErrorType; message
     return { status: 400, type: 'invalid_request_error', message };
   }
   switch (e.code) {
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return { status: 400, type: 'invalid_request_error', message: 'request body is not valid JSON' };
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return { status: 400, type: 'invalid_request_error', message: 'request body is empty' };
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return { status: 413, type: 'request_too_large', message: 'request body is too large' };
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       // 400 rather than 415: the API's status table has no 415, and SDKs map 400 to BadRequestError.
-      return { status: 400, type: 'invalid_request_error', message: 'content-type must be application/json' };
+      return { status: 400, type: 'invalid_request_error', message: `content-type must be application/json${mediaTypeOf(request)}` };
   }
   const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
   // Fastify's own 4xx errors have safe messages; anything else may carry internals.
@@ -142,7 +149,7 @@ export function registerErrorHandling(app: FastifyInstance): void {
       if (!reply.raw.writableEnded) reply.raw.end();
       return;
     }
-    const { status, type, message, headers } = classify(error);
+    const { status, type, message, headers } = classify(error, request);
     // Unexpected errors get their stack; the server's own answers (529 when overloaded, 503 while
     // stopping) are expected under load and get one line.
     if (status >= 500 && !(error instanceof ApiError)) request.log.error({ err: error }, 'request failed');
@@ -155,3 +162,36 @@ export function registerErrorHandling(app: FastifyInstance): void {
     return reply.code(404).send(errorBody('not_found_error', `${request.method} ${path}: no such endpoint`, request.id));
   });
 }
+
+/** A raw HTTP response with an error body, for connections that have no request object (yet). */
+function writeRawError(socket: Socket, status: number, message: string): void {
+  const body = JSON.stringify(errorBody(errorTypeOf(status), message));
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * Fastify options for the errors that arise before a route's handlers run: requests that Node's HTTP parser
+ * refuses (a malformed request line, headers over 16 KB) and URLs that the router refuses (a path parameter
+ * too long, a bad encoding). Fastify would answer those in its own shape.
+ */
+export const frameworkErrorOptions: Pick<FastifyServerOptions, 'clientErrorHandler' | 'frameworkErrors'> = {
+  clientErrorHandler(error: Error & { code?: string }, socket: Socket) {
+    if (error.code === 'ECONNRESET' || socket.destroyed) return; // nothing to answer
+    if (socket.writable) {
+      if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') writeRawError(socket, 408, 'the request took too long to arrive');
+      else if (error.code === 'HPE_HEADER_OVERFLOW') writeRawError(socket, 431, 'request headers are too large');
+      else writeRawError(socket, 400, 'malformed HTTP request');
+    }
+    socket.destroy();
+  },
+  frameworkErrors(error, request, reply) {
+    const [status, message] =
+      error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? [414, 'request URL is too long: a path segment is over its maximum length']
+      : error.code === 'FST_ERR_BAD_URL' ? [400, 'request URL is not valid: a path segment is not valid percent-encoding']
+      : [500, 'internal server error'];
+    // Fastify types this reply by the route's schema generics; no route matched, so it is a plain reply.
+    void (reply as FastifyReply).code(status).header('request-id', request.id).send(errorBody(errorTypeOf(status), message, request.id));
+  },
+};

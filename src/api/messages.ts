@@ -8,7 +8,7 @@ import type { FinalStats, GenerateParams } from '../engine/types.js';
 import type { PreparePool } from '../chat/prepare-pool.js';
 import type { PreparedChat } from '../chat/renderer.js';
 import { samplingParams, thinkingRequested } from './convert.js';
-import { ApiError } from './errors.js';
+import { ApiError, promptTooLong } from './errors.js';
 import { MessageBuilder, type StreamEvent } from './message-builder.js';
 import { countTokensRequestSchema, messagesRequestSchema, type CountTokensRequest, type MessagesRequest } from './schemas.js';
 
@@ -20,7 +20,7 @@ export interface MessagesDeps {
   pingSeconds?: number;
   /** A recorder for each message request (time to first token, inter-token latency). */
   metrics?: () => RequestMetrics;
-  /** Aborted when the server stops: running generations are cancelled and end as usual. */
+  /** Aborted when the server stops: running generations are cancelled and answered 529 overloaded_error, so clients retry. */
   stop?: AbortSignal;
 }
 
@@ -39,12 +39,23 @@ function readyEngine(deps: MessagesDeps): Engine {
   return engine;
 }
 
+const invalid = (message: string): ApiError => new ApiError(400, 'invalid_request_error', message);
+
+/** What the schema cannot say: tool names are unique (the model calls tools by name). */
+function checkToolNames(body: CountTokensRequest): void {
+  const seen = new Map<string, number>();
+  body.tools?.forEach((tool, i) => {
+    if (tool.name === undefined) return;
+    const first = seen.get(tool.name);
+    if (first !== undefined) throw invalid(`tools.${i}.name: tool names must be unique: '${tool.name}' is also tools.${first}.name`);
+    seen.set(tool.name, i);
+  });
+}
+
 async function prepare(deps: MessagesDeps, engine: Engine, body: CountTokensRequest): Promise<PreparedChat> {
-  const prepared = await deps.pool.prepare(body);
   const maximum = engine.settings.maxContext - 1;
-  if (prepared.tokens.length > maximum) {
-    throw new ApiError(400, 'invalid_request_error', `prompt is too long: ${prepared.tokens.length} tokens > ${maximum} maximum`);
-  }
+  const prepared = await deps.pool.prepare(body, maximum);
+  if (prepared.tokens.length > maximum) throw promptTooLong(prepared.tokens.length, maximum);
   return prepared;
 }
 
@@ -75,7 +86,7 @@ function startGeneration(engine: Engine, prepared: PreparedChat, params: Generat
     return engine.generate(prepared.tokens, params, signal);
   } catch (err) {
     if (err instanceof EngineOverloadedError) throw overloaded(err.message);
-    if (err instanceof PromptTooLongError) throw new ApiError(400, 'invalid_request_error', err.message);
+    if (err instanceof PromptTooLongError) throw invalid(err.message);
     throw err;
   }
 }
@@ -126,23 +137,34 @@ function usage(final: Pick<FinalStats, 'promptTokens' | 'cachedPromptTokens' | '
   };
 }
 
-/** A generation that ended without an answer becomes the matching API error. */
-function failureOf(final: FinalStats): ApiError | undefined {
+/**
+ * A generation that ended without a whole answer becomes the matching API error. One cancelled because the
+ * server stops is cut short: a 529 (an `error` event mid-stream), so that the client retries rather than
+ * take the truncated answer for a finished one.
+ */
+function failureOf(final: FinalStats, stopping: boolean): ApiError | undefined {
   if (final.stopReason === 'overloaded') return overloaded('the server is overloaded: every slot is busy and the queue is full');
   if (final.stopReason === 'error') return new ApiError(500, 'api_error', 'generation failed in the engine');
+  if (final.stopReason === 'cancelled' && stopping) return overloaded('the server is shutting down: the answer was cut short');
   return undefined;
 }
 
 const messageId = (): string => `msg_${randomBytes(12).toString('base64url')}`;
 
-async function completeMessage(request: FastifyRequest, body: MessagesRequest, events: AsyncIterable<GenerationEvent>, transcript: Transcript) {
+async function completeMessage(
+  request: FastifyRequest,
+  body: MessagesRequest,
+  events: AsyncIterable<GenerationEvent>,
+  transcript: Transcript,
+  serverStop: AbortSignal | undefined,
+) {
   for await (const event of events) {
     if (event.type === 'text') {
       transcript.push(event.text);
       continue;
     }
     logFinal(request, event);
-    const failure = failureOf(event);
+    const failure = failureOf(event, serverStop?.aborted === true);
     if (failure) throw failure;
     transcript.end();
     const stop = stopOf(event, body, transcript);
@@ -168,6 +190,7 @@ async function streamMessage(
   transcript: Transcript,
   reply: FastifyReply,
   pingSeconds: number,
+  serverStop: AbortSignal | undefined,
 ): Promise<void> {
   let lastSent = Date.now();
   const send = async (batch: StreamEvent[]): Promise<void> => {
@@ -197,7 +220,7 @@ async function streamMessage(
         continue;
       }
       logFinal(request, event);
-      const failure = failureOf(event);
+      const failure = failureOf(event, serverStop?.aborted === true);
       if (failure) {
         await send([{ event: 'error', data: { type: 'error', error: { type: failure.type, message: failure.message } } }]);
         return;
@@ -218,6 +241,7 @@ export function registerMessageRoutes(app: FastifyInstance, deps: MessagesDeps):
   app.post('/v1/messages', { schema: { body: messagesRequestSchema }, sse: { kind: 'manual', heartbeat: false } },
     async (request: FastifyRequest, reply: FastifyReply) => {
       const body = request.body as MessagesRequest;
+      checkToolNames(body);
       const metrics = deps.metrics?.();
       const engine = readyEngine(deps);
       const prepared = await prepare(deps, engine, body);
@@ -234,12 +258,14 @@ export function registerMessageRoutes(app: FastifyInstance, deps: MessagesDeps):
       const generation = startGeneration(engine, prepared, params, cancel.signal);
       const events = metrics ? metrics.observe(generation) : generation;
       const transcript = new Transcript(prepared, thinkingRequested(body) && body.thinking?.type !== 'disabled', prepared.chat.grammar !== '');
-      if (!body.stream) return completeMessage(request, body, events, transcript);
-      await streamMessage(request, body, prepared, events, transcript, reply, deps.pingSeconds ?? 5);
+      if (!body.stream) return completeMessage(request, body, events, transcript, deps.stop);
+      await streamMessage(request, body, prepared, events, transcript, reply, deps.pingSeconds ?? 5, deps.stop);
     });
 
   app.post('/v1/messages/count_tokens', { schema: { body: countTokensRequestSchema } }, async (request) => {
-    const prepared = await deps.pool.prepare(request.body as CountTokensRequest);
+    const body = request.body as CountTokensRequest;
+    checkToolNames(body);
+    const prepared = await deps.pool.prepare(body);
     return { input_tokens: prepared.tokens.length };
   });
 }

@@ -16,6 +16,8 @@ export interface PrepareWorkerData {
 
 export interface PrepareTask {
   request: CountTokensRequest;
+  /** Longest prompt accepted, in tokens; absent: any (count_tokens counts whatever it is sent). */
+  maxTokens?: number;
 }
 
 export type PrepareResult =
@@ -39,9 +41,12 @@ export class PreparePool {
     });
   }
 
-  /** Renders and tokenizes a request; a request the template cannot take is an ApiError (400). */
-  async prepare(request: CountTokensRequest): Promise<PreparedChat> {
-    const result = await this.pool.run({ request });
+  /**
+   * Renders and tokenizes a request; a request the template cannot take, or a prompt that its length alone
+   * proves longer than `maxTokens`, is an ApiError (400).
+   */
+  async prepare(request: CountTokensRequest, maxTokens?: number): Promise<PreparedChat> {
+    const result = await this.pool.run({ request, maxTokens });
     if (!result.ok) throw new ApiError(result.status, result.type, result.message);
     return result;
   }

@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadAddon, type ChatRenderRequest, type NativeChatTemplates, type NativeModel, type RenderedChat } from '../native.js';
 import { projectRoot } from '../paths.js';
+import { ApiError, promptTooLong } from '../api/errors.js';
 
 export interface PreparedChat {
   tokens: Int32Array;
@@ -22,10 +23,31 @@ export interface PreparedChat {
  */
 const CHATML_TOOLS_TEMPLATE = join(projectRoot, 'native', 'deps', 'llama.cpp', 'models', 'templates', 'Qwen-Qwen2.5-7B-Instruct.jinja');
 
+/** The addon's error when llama.cpp's grammar sampler refuses the tool-call grammar that render() made. */
+interface GrammarError extends Error {
+  code: 'ERR_GRAMMAR';
+  grammar: string;
+}
+const isGrammarError = (err: unknown): err is GrammarError => (err as { code?: unknown } | undefined)?.code === 'ERR_GRAMMAR';
+
+/** llama.cpp's grammars repeat an item at most this many times (MAX_REPETITION_THRESHOLD, llama-grammar.cpp). */
+const MAX_REPETITIONS = 2000;
+
+/** A repetition count over llama.cpp's limit in a GBNF grammar, as a reason; quoted literals and character classes are skipped. */
+function repetitionProblem(grammar: string): string | undefined {
+  for (const [, min, max] of grammar.matchAll(/"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\{(\d+)(?:,(\d*))?\}/g)) {
+    const over = [min, max].map(Number).find((n) => n > MAX_REPETITIONS);
+    if (over !== undefined)
+      return `its grammar repeats an item ${over} times (for a minLength, maxLength, minItems or maxItems), over llama.cpp's limit of ${MAX_REPETITIONS}`;
+  }
+  return undefined;
+}
+
 export class ChatRenderer {
   /** Why the model's own template was replaced, if it was. */
   readonly templateNote: string | undefined;
   private readonly templates: NativeChatTemplates;
+  private longestPieceBytes?: number;
 
   constructor(private readonly vocab: NativeModel, templateFile?: string) {
     const { ChatTemplates } = loadAddon();
@@ -54,29 +76,76 @@ export class ChatRenderer {
    * answer is prefilled with the format's tool-call opening, and the (lazy) tool-call grammar starts
    * from it. The chat layer's own "required" grammar would let the model write text first.
    */
-  prepare(request: ChatRenderRequest): PreparedChat {
+  prepare(request: ChatRenderRequest, maxTokens?: number): PreparedChat {
+    try {
+      return this.build(request, maxTokens);
+    } catch (err) {
+      if (isGrammarError(err)) throw new ApiError(400, 'invalid_request_error', this.grammarProblem(request));
+      throw err;
+    }
+  }
+
+  /** See prepare; a prompt that cannot fit `maxTokens` is refused (400), when it is given. */
+  private build(request: ChatRenderRequest, maxTokens: number | undefined): PreparedChat {
     if (request.toolChoice === 'required') {
       const auto = this.templates.render(JSON.stringify({ ...request, toolChoice: 'auto' }));
       if (auto.grammarLazy && auto.toolCallStart !== '') {
         const { prompt, ...chat } = auto;
         const opening = this.vocab.tokenize(auto.toolCallStart, false, true);
         return {
-          tokens: this.tokenize(prompt + auto.toolCallStart),
+          tokens: this.tokenize(prompt + auto.toolCallStart, maxTokens),
           chat: { ...chat, grammarPrefill: opening },
           outputPrefix: auto.toolCallStart,
         };
       }
     }
     const { prompt, ...chat } = this.templates.render(JSON.stringify(request));
-    return { tokens: this.tokenize(prompt), chat, outputPrefix: '' };
+    return { tokens: this.tokenize(prompt, maxTokens), chat, outputPrefix: '' };
+  }
+
+  /**
+   * Which tools' input schemas make a grammar that llama.cpp refuses, and what in them: each tool is
+   * rendered alone (only when the whole request's grammar was refused).
+   */
+  private grammarProblem(request: ChatRenderRequest): string {
+    const problems: string[] = [];
+    for (const tool of request.tools ?? []) {
+      try {
+        this.templates.render(JSON.stringify({ messages: [{ role: 'user', content: '' }], tools: [tool], toolChoice: 'auto' }));
+      } catch (err) {
+        if (!isGrammarError(err)) throw err;
+        const name = (tool as { function?: { name?: string } }).function?.name;
+        const why = repetitionProblem(err.grammar) ??
+          'llama.cpp refuses the grammar made from it (a $ref cycle, for one, makes a rule that recurses before matching any text)';
+        problems.push(`the input_schema of tool '${name}' cannot be held to by a grammar: ${why}`);
+      }
+    }
+    return `tools: ${problems.join('; ') || "the tools' input schemas together make a grammar that llama.cpp refuses"}`;
   }
 
   /**
    * The template writes special tokens (<|im_start|> ...) as text: parse them as such. BOS is left to the
    * tokenizer (the chat layer strips it from the text when the vocabulary adds it). A conversation's next
    * request repeats its earlier text, whose tokens the vocabulary keeps (tokenizePrompt).
+   * Tokenizing megabytes takes seconds, so a prompt whose length alone proves it longer than `maxTokens`
+   * is refused first: no token covers more bytes than the vocabulary's longest piece.
    */
-  private tokenize(prompt: string): Int32Array {
+  private tokenize(prompt: string, maxTokens?: number): Int32Array {
+    if (maxTokens !== undefined) {
+      const atLeast = Math.ceil(Buffer.byteLength(prompt, 'utf8') / this.longestPiece());
+      if (atLeast > maxTokens) throw promptTooLong(atLeast, maxTokens);
+    }
     return this.vocab.tokenizePrompt(prompt);
+  }
+
+  /** Bytes of the vocabulary's longest token text (special tokens' included). */
+  private longestPiece(): number {
+    if (this.longestPieceBytes === undefined) {
+      const { offsets } = this.vocab.tokenPieces();
+      let longest = 1;
+      for (let t = 0; t + 1 < offsets.length; t++) longest = Math.max(longest, offsets[t + 1]! - offsets[t]!);
+      this.longestPieceBytes = longest;
+    }
+    return this.longestPieceBytes;
   }
 }

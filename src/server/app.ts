@@ -8,12 +8,13 @@ import type { DestinationStream } from 'pino';
 import type { PensieveConfig } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import type { PreparePool } from '../chat/prepare-pool.js';
-import { registerErrorHandling } from '../api/errors.js';
+import { frameworkErrorOptions, registerErrorHandling } from '../api/errors.js';
 import { registerAuth } from '../api/auth.js';
 import { registerModelRoutes, type ModelInfo } from '../api/models.js';
 import { registerMessageRoutes } from '../api/messages.js';
 import { fastifyAjvOptions } from '../api/schemas.js';
 import { loggerOptions, registerRequestLogging } from './logging.js';
+import { registerBodyParsing } from './body.js';
 import { registerHostCheck } from './host-check.js';
 import { registerRateLimit } from './rate-limit.js';
 import { registerHealth } from './health.js';
@@ -42,13 +43,16 @@ export interface ServerOptions {
 export async function buildServer({ config, state, pool, model, pingSeconds, logStream }: ServerOptions): Promise<FastifyInstance> {
   assertSafeExposure(config);
   const { server } = config;
+  const bodyLimit = server.bodyLimitMb * 1024 * 1024;
   const app = Fastify({
     ...loggerOptions(config, logStream),
-    bodyLimit: server.bodyLimitMb * 1024 * 1024,
+    ...frameworkErrorOptions,
+    bodyLimit,
     ajv: fastifyAjvOptions, // reject wrong types instead of coercing them
     return503OnClosing: false, // registerGracefulClose answers in the API's shape instead
   });
   registerRequestLogging(app, config);
+  registerBodyParsing(app, bodyLimit);
   await app.register(fastifySSE, { heartbeatInterval: 0 }); // the API's own ping events keep streams alive
   registerErrorHandling(app);
   // Hooks run in this order: Host check, then the closing check, then the key, then the rate limit.

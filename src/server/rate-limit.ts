@@ -1,15 +1,18 @@
 // Optional per-key rate limit on the API routes (@fastify/rate-limit): over the limit, a 429
 // rate_limit_error in the API's shape with retry-after, which Anthropic clients wait out and retry.
-import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import { ApiError } from '../api/errors.js';
-import { presentedKeys } from '../api/auth.js';
+import { validatedKey } from '../api/auth.js';
 
-/** The limit's bucket: a digest of the API key (keys never sit in memory as map keys), else the client address. */
+/**
+ * The limit's bucket: the key the request authenticated with (checked by the auth hook, which runs first),
+ * else the client address. A presented key that is not valid never picks the bucket, so made-up keys
+ * cannot buy fresh budgets.
+ */
 function bucketOf(request: FastifyRequest): string {
-  const key = presentedKeys(request)[0];
-  return key === undefined ? `ip:${request.ip}` : `key:${createHash('sha256').update(key).digest('base64url')}`;
+  const key = validatedKey(request);
+  return key === undefined ? `ip:${request.ip}` : `key:${key}`;
 }
 
 /** `perMinute` requests per minute to /v1 routes per bucket; 0 adds nothing. */

@@ -1,6 +1,7 @@
 // Graceful shutdown. Closing the server stops accepting connections (requests on open ones get a 503)
-// while running generations go on; after the grace period they are cancelled,
-// which ends each stream as usual, with message_delta and message_stop. Then the model is freed.
+// while running generations go on; after the grace period they are cancelled, and each is answered with
+// overloaded_error (a 529, or an `error` event mid-stream) so that its client retries rather than take the
+// cut answer for a whole one. Then the model is freed.
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../api/errors.js';
 import type { PreparePool } from '../chat/prepare-pool.js';
