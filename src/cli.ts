@@ -6,10 +6,12 @@ import { CliError, ExitCode } from './cli/errors.js';
 import { networkMessage } from './model/download.js';
 
 interface Command {
-  run(args: string[]): Promise<ExitCode | undefined>;
+  /** An exit code (`claude` returns Claude Code's own), or none for a command that keeps running. */
+  run(args: string[]): Promise<number | undefined>;
 }
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  claude: { summary: 'run Claude Code against the local server (starting it first when needed)', load: () => import('./cli/claude.js') },
   start: { summary: 'load a model and serve the Anthropic Messages API (--daemon: in the background)', load: () => import('./cli/start.js') },
   stop: { summary: 'stop the server started with start --daemon', load: () => import('./cli/stop.js') },
   status: { summary: "whether a server is running, and its /health", load: () => import('./cli/status.js') },
@@ -33,7 +35,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage or config,
 3 not running (status, stop), 4 running but not ready (status).
 `;
 
-async function main(argv: string[]): Promise<ExitCode | undefined> {
+async function main(argv: string[]): Promise<number | undefined> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
     process.stdout.write(USAGE);
@@ -51,7 +53,7 @@ function exitCodeOf(err: unknown): ExitCode {
 }
 
 /** Exits once stdout and stderr are flushed: writes to a pipe may still be queued (macOS). */
-function exit(code: ExitCode): void {
+function exit(code: number): void {
   process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
 }
 

@@ -128,3 +128,15 @@ t.test('one bell wakes every waiting reader', async (t) => {
   t.same(a[0], { kind: 'text', token: 0, text: 'ring 0' });
   t.same(b[0], { kind: 'text', token: 1, text: 'ring 1' });
 });
+
+t.test('a started record carries the cached prompt tokens and comes first', async (t) => {
+  const ring = createRing(4);
+  const writer = new RingWriter(ring);
+  const output = bell();
+  t.ok(writer.writeStarted(1234));
+  t.ok(writer.writeText(5, Buffer.from('hi')));
+  t.ok(writer.writeFinal(final));
+  output.ring();
+  const records = await readAll(new RingReader(ring, output.listener, () => {}));
+  t.same(records, [{ kind: 'started', cachedPromptTokens: 1234 }, { kind: 'text', token: 5, text: 'hi' }, { kind: 'final', ...final }]);
+});

@@ -177,8 +177,14 @@ function publish(seq: Sequence, token: number): void {
   if (seq.generated >= seq.maxTokens) finish(seq, 'max_tokens');
 }
 
-/** A step llama.cpp took: its tokens are computed. */
+/** A step llama.cpp took: its tokens are computed. A request's first prompt chunk starts it. */
 function launched(plan: StepPlan): void {
+  for (const chunk of plan.prefill) {
+    const seq = sequences.get(chunk.id)!;
+    if (seq.started) continue;
+    seq.started = true;
+    output.emit(seq, { cachedPromptTokens: seq.cached });
+  }
   scheduler.commit(plan);
   for (const { id } of plan.decode) sequences.get(id)!.computed++;
   for (const chunk of plan.prefill) sequences.get(chunk.id)!.computed = chunk.start + chunk.count;
@@ -207,6 +213,7 @@ function submit(command: Extract<EngineCommand, { type: 'submit' }>): void {
     submittedAt: command.submittedAt,
     admittedAt: 0,
     firstTokenAt: 0,
+    started: false,
     done: false,
   };
   if (command.prompt.length === 0 || contextLeft < 1) return finish(seq, 'error');
@@ -348,8 +355,12 @@ function loop(): void {
       Atomics.wait(doorbell, 0, bell);
       continue;
     }
+    const stepStart = now();
     steps.run(plan);
     lastStepAt = now();
+    // The step's time, shared by its tokens: the prompt tokens' share measures prefill speed.
+    const prefilled = plan.tokens - plan.decode.length;
+    if (prefilled > 0) Atomics.add(status, StatusWord.PrefillMs, Math.round(((lastStepAt - stepStart) * prefilled) / plan.tokens));
     output.announce(false);
   }
 }

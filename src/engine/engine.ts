@@ -156,6 +156,8 @@ export class Engine {
               ended = true;
               const { kind: _kind, ...stats } = record;
               yield { type: 'final', ...stats };
+            } else if (record.kind === 'started') {
+              continue; // WIP: reaches the API once messages.ts sends message_start on it
             } else {
               yield { type: 'text', token: record.token, text: record.text };
             }

@@ -19,6 +19,8 @@
 //                    (-1: none), int32 prompt tokens at +12, int32 cached prompt tokens at +16,
 //                    int32 generated tokens at +20, float64 queue ms at +24, prefill ms at +32,
 //                    decode ms at +40. It is the last record of a ring.
+//     kind 3, STARTED: int32 cached prompt tokens at +4. The request has its place and its cached prefix
+//                    is known: the rest of its prompt is being computed. Comes before its first text.
 import type { FinalStats, StopReason } from './types.js';
 import type { BellListener } from './output-bell.js';
 
@@ -30,6 +32,7 @@ const TAIL = 1;
 const WRITER_WAITING = 2;
 const KIND_TEXT = 1;
 const KIND_FINAL = 2;
+const KIND_STARTED = 3;
 
 const STOP_REASONS: readonly StopReason[] = ['end_turn', 'max_tokens', 'stop_sequence', 'cancelled', 'overloaded', 'error'];
 
@@ -111,6 +114,17 @@ export class RingWriter extends RingView {
     return true;
   }
 
+  /** Writes the started record; false when the ring is full. */
+  writeStarted(cachedPromptTokens: number): boolean {
+    if (this.free() < 1) return false;
+    const index = Atomics.load(this.header, HEAD);
+    const w = this.offsetOf(index) >> 2;
+    this.words[w] = KIND_STARTED;
+    this.words[w + 1] = cachedPromptTokens;
+    this.publish(index + 1);
+    return true;
+  }
+
   /** Marks that the writer is waiting for room; the reader rings the engine's doorbell once it makes some. */
   markWaiting(): void {
     Atomics.store(this.header, WRITER_WAITING, 1);
@@ -122,6 +136,7 @@ export class RingWriter extends RingView {
 }
 
 export type RingRecord =
+  | { kind: 'started'; cachedPromptTokens: number }
   | { kind: 'text'; token: number; text: string }
   | ({ kind: 'final' } & FinalStats);
 
@@ -152,6 +167,11 @@ export class RingReader extends RingView {
         const w = at >> 2;
         if (this.words[w] === KIND_FINAL) {
           batch.push(this.readFinal(at));
+          tail = (tail + 1) | 0;
+          continue;
+        }
+        if (this.words[w] === KIND_STARTED) {
+          batch.push({ kind: 'started', cachedPromptTokens: this.words[w + 1] });
           tail = (tail + 1) | 0;
           continue;
         }

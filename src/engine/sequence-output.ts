@@ -24,7 +24,7 @@ export class SequenceOutput {
 
   emit(seq: Sequence, record: OutputRecord): void {
     this.unannounced = true;
-    // A first token (time to first token) and an end (the slot is free) are not held back.
+    // A start, a first token (time to first token) and an end (the slot is free) are not held back.
     if (!('token' in record) || seq.generated === 1) this.urgent = true;
     if (seq.backlog.length === 0 && this.write(seq, record)) return;
     seq.backlog.push(record);
@@ -59,7 +59,8 @@ export class SequenceOutput {
   }
 
   private write(seq: Sequence, record: OutputRecord): boolean {
-    return 'token' in record ? seq.ring.writeText(record.token, record.text) : seq.ring.writeFinal(record);
+    if ('token' in record) return seq.ring.writeText(record.token, record.text);
+    return 'stopReason' in record ? seq.ring.writeFinal(record) : seq.ring.writeStarted(record.cachedPromptTokens);
   }
 
   /** True when nothing is left waiting. */

@@ -3,8 +3,8 @@ import type { RingWriter } from './ring.js';
 import type { TextStream } from './text-stream.js';
 import type { FinalStats, GenerateParams } from './types.js';
 
-/** A record for the request's ring: a token's text, or the final one. */
-export type OutputRecord = { token: number; text: Uint8Array } | FinalStats;
+/** A record for the request's ring: started (with its cached prompt tokens), a token's text, or the final one. */
+export type OutputRecord = { cachedPromptTokens: number } | { token: number; text: Uint8Array } | FinalStats;
 
 export interface Sequence {
   id: number;
@@ -31,6 +31,8 @@ export interface Sequence {
   submittedAt: number;
   admittedAt: number;
   firstTokenAt: number;
+  /** Whether its started record was emitted. */
+  started: boolean;
   done: boolean;
 }
 

@@ -16,9 +16,11 @@ export enum StatusWord {
   KvCellsUsed = 8,
   /** Requests preempted (their state set aside) to make room in the pool. */
   Preempted = 9,
+  /** Milliseconds of steps spent on prompt tokens (each step's time shared by its tokens). */
+  PrefillMs = 10,
 }
 
-export const STATUS_WORDS = 10;
+export const STATUS_WORDS = 11;
 
 export interface EngineStatus {
   slotsBusy: number;
@@ -31,6 +33,7 @@ export interface EngineStatus {
   admitted: number;
   kvCellsUsed: number;
   preempted: number;
+  prefillMs: number;
 }
 
 export function readStatus(words: Int32Array): EngineStatus {
@@ -45,5 +48,6 @@ export function readStatus(words: Int32Array): EngineStatus {
     admitted: Atomics.load(words, StatusWord.Admitted),
     kvCellsUsed: Atomics.load(words, StatusWord.KvCellsUsed),
     preempted: Atomics.load(words, StatusWord.Preempted),
+    prefillMs: Atomics.load(words, StatusWord.PrefillMs),
   };
 }

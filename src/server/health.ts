@@ -48,7 +48,12 @@ export function registerHealth(app: FastifyInstance, state: ServerState, modelId
         status: 'ok',
         model: modelId,
         slots: engine.settings.slots,
+        maxContext: engine.settings.maxContext,
+        poolTokens: engine.settings.poolTokens,
+        kvType: engine.settings.kvType,
         ...status,
+        // Measured on the prompts computed so far (0 until then).
+        prefillTokensPerSecond: status.prefillMs > 0 ? Math.round(status.prefilledTokens / (status.prefillMs / 1000)) : 0,
         tokensPerSecond: Math.round(rate.perSecond() * 10) / 10,
         cacheHitRate: status.promptTokens > 0 ? status.cachedPromptTokens / status.promptTokens : 0,
         rssBytes: process.memoryUsage.rss(),
