@@ -80,21 +80,23 @@ class Batch {
 }
 
 /**
- * Greedy generation for the given sequences together: prompts prefilled in chunks, then one decode step for
- * all at a time. Returns each one's tokens and the decode rate (tokens/s over the decode steps).
+ * Greedy generation for the given sequences together, as the engine runs them: the prompts' tokens fill
+ * steps of up to BATCH tokens (several prompts in one step), then one decode step for all at a time.
+ * Returns each one's tokens and the decode rate (tokens/s over the decode steps).
  */
 function generate(context: NativeContext, prompts: Int32Array[], seqs: number[], gen: number): { tokens: number[][]; rate: number } {
   const batch = new Batch();
   const last: number[] = new Array(seqs.length);
+  const sampledBy: number[] = [];
   for (const [i, seq] of seqs.entries()) {
-    const prompt = prompts[i];
-    for (let at = 0; at < prompt.length; at += BATCH) {
-      const end = Math.min(prompt.length, at + BATCH);
-      for (let p = at; p < end; p++) batch.add(prompt[p], p, seq, p === prompt.length - 1);
-      const out = batch.run(context);
-      if (end === prompt.length) last[i] = out[0];
+    for (const [p, token] of prompts[i].entries()) {
+      const final = p === prompts[i].length - 1;
+      batch.add(token, p, seq, final);
+      if (final) sampledBy.push(i);
+      if (batch.n === BATCH) for (const token of batch.run(context)) last[sampledBy.shift()!] = token;
     }
   }
+  if (batch.n > 0) for (const token of batch.run(context)) last[sampledBy.shift()!] = token;
   const tokens = last.map((t) => [t]);
   const started = performance.now();
   for (let step = 1; step < gen; step++) {
