@@ -162,7 +162,7 @@ function runSequences(engine: Engine, prompts: Int32Array[], gen: number): Promi
       let final: FinalStats | undefined;
       for await (const ev of engine.generate(prompt, { maxTokens: gen, temperature: 0 })) {
         if (ev.type === 'final') final = ev;
-        else if (ev.token >= 0) times.push(performance.now()); // token -1: text flushed at the end, no token
+        else if (ev.type === 'text' && ev.token >= 0) times.push(performance.now()); // token -1: text flushed at the end, no token
       }
       return { times, final: final! };
     }),

@@ -101,7 +101,7 @@ for (const { model, settings, name, exact } of suites) {
       let final;
       for await (const event of engine.generate(prompts[5], { maxTokens: 64, ignoreEos: true })) {
         if (event.type === 'final') final = event;
-        else text += event.text;
+        else if (event.type === 'text') text += event.text;
         if (text.length % 7 === 0) await new Promise((r) => setTimeout(r, 5));
       }
       t.equal(text, fast.text);

@@ -10,6 +10,7 @@ import type { PreparedChat } from '../chat/renderer.js';
 import { samplingParams, thinkingRequested } from './convert.js';
 import { ApiError, promptTooLong } from './errors.js';
 import { MessageBuilder, type StreamEvent } from './message-builder.js';
+import { SessionPrompts } from './session-prompts.js';
 import { countTokensRequestSchema, messagesRequestSchema, type CountTokensRequest, type MessagesRequest } from './schemas.js';
 
 export interface MessagesDeps {
@@ -22,6 +23,8 @@ export interface MessagesDeps {
   metrics?: () => RequestMetrics;
   /** Aborted when the server stops: running generations are cancelled and answered 529 overloaded_error, so clients retry. */
   stop?: AbortSignal;
+  /** log.prompts: prompt text may be logged. */
+  logPrompts?: boolean;
 }
 
 export interface RequestMetrics {
@@ -159,6 +162,7 @@ async function completeMessage(
   serverStop: AbortSignal | undefined,
 ) {
   for await (const event of events) {
+    if (event.type === 'started') continue;
     if (event.type === 'text') {
       transcript.push(event.text);
       continue;
@@ -193,28 +197,46 @@ async function streamMessage(
   serverStop: AbortSignal | undefined,
 ): Promise<void> {
   let lastSent = Date.now();
+  let started = false;
   const send = async (batch: StreamEvent[]): Promise<void> => {
     if (batch.length === 0 || !reply.sse.isConnected) return;
     lastSent = Date.now();
     for (const e of batch) await reply.sse.send(e);
   };
-  // Pings keep clients from timing out while the request waits in the queue or its prompt is computed.
-  const pinger = setInterval(() => {
-    if (Date.now() - lastSent >= pingSeconds * 1000) void send([{ event: 'ping', data: { type: 'ping' } }]);
-  }, 250);
-  try {
-    await send([{
+  // message_start goes out once the request has its place and its cached prefix is known, so that its usage
+  // (which clients read the prompt's accounting from) is the real one.
+  const start = (cachedPromptTokens: number): Promise<void> => {
+    started = true;
+    return send([{
       event: 'message_start',
       data: {
         type: 'message_start',
         message: {
           id: messageId(), type: 'message', role: 'assistant', model: body.model, content: [],
           stop_reason: null, stop_sequence: null,
-          usage: { ...usage({ promptTokens: prepared.tokens.length, cachedPromptTokens: 0, generatedTokens: 0 }), output_tokens: 1 },
+          usage: { ...usage({ promptTokens: prepared.tokens.length, cachedPromptTokens, generatedTokens: 0 }), output_tokens: 1 },
         },
       },
     }]);
+  };
+  // Keep-alives while the request waits in the queue or its prompt is computed, so clients do not time out:
+  // before message_start, SSE comment lines (every client ignores them), then ping events, as Anthropic sends.
+  const pinger = setInterval(() => {
+    if (Date.now() - lastSent < pingSeconds * 1000 || !reply.sse.isConnected) return;
+    if (started) void send([{ event: 'ping', data: { type: 'ping' } }]);
+    else {
+      lastSent = Date.now();
+      reply.raw.write(': keep-alive\n\n');
+    }
+  }, 250);
+  try {
+    reply.sse.sendHeaders();
     for await (const event of events) {
+      if (event.type === 'started') {
+        await start(event.cachedPromptTokens);
+        continue;
+      }
+      if (!started) await start(event.type === 'final' ? event.cachedPromptTokens : 0);
       if (event.type === 'text') {
         await send(transcript.push(event.text));
         continue;
@@ -237,7 +259,26 @@ async function streamMessage(
   }
 }
 
+const DEBUG_LEVELS = new Set(['debug', 'trace']);
+
+/**
+ * At debug level: where a Claude Code session's prompt stops extending the session's previous one, which
+ * costs the prefix cache all that follows (session-prompts.ts); the text around it with log.prompts.
+ */
+function logPromptChange(request: FastifyRequest, sessions: SessionPrompts, engine: Engine, tokens: Int32Array, showText: boolean): void {
+  const session = request.headers['x-claude-code-session-id'];
+  if (typeof session !== 'string' || !DEBUG_LEVELS.has(request.log.level)) return;
+  const change = sessions.record(session, tokens);
+  if (!change) return;
+  const around = (prompt: Int32Array): string => engine.detokenize(prompt.subarray(Math.max(0, change.index - 24), change.index + 24));
+  request.log.debug({
+    session, index: change.index, previousTokens: change.previous.length, tokens: tokens.length,
+    ...(showText && { before: around(change.previous), now: around(tokens) }),
+  }, "prompt departs from the session's previous one");
+}
+
 export function registerMessageRoutes(app: FastifyInstance, deps: MessagesDeps): void {
+  const sessions = new SessionPrompts();
   app.post('/v1/messages', { schema: { body: messagesRequestSchema }, sse: { kind: 'manual', heartbeat: false } },
     async (request: FastifyRequest, reply: FastifyReply) => {
       const body = request.body as MessagesRequest;
@@ -245,6 +286,7 @@ export function registerMessageRoutes(app: FastifyInstance, deps: MessagesDeps):
       const metrics = deps.metrics?.();
       const engine = readyEngine(deps);
       const prepared = await prepare(deps, engine, body);
+      logPromptChange(request, sessions, engine, prepared.tokens, deps.logPrompts === true);
       const cancel = new AbortController();
       // A client that goes away, or the server stopping, cancels the generation, which frees its slot at once.
       const abort = (): void => cancel.abort();

@@ -15,7 +15,14 @@ export type EngineLog = (level: 'info' | 'warn' | 'error', message: string) => v
 
 const consoleLog: EngineLog = (level, message) => console[level](`pensieve engine: ${message}`);
 
-export type GenerationEvent = { type: 'text'; token: number; text: string } | ({ type: 'final' } & FinalStats);
+/**
+ * `started`: the request has its place and its cached prefix is known (the rest of its prompt is being
+ * computed); then each token's text; then one final record (the only one, when it never started).
+ */
+export type GenerationEvent =
+  | { type: 'started'; cachedPromptTokens: number }
+  | { type: 'text'; token: number; text: string }
+  | ({ type: 'final' } & FinalStats);
 
 /** Every slot is busy and the queue is full. */
 export class EngineOverloadedError extends Error {
@@ -157,7 +164,7 @@ export class Engine {
               const { kind: _kind, ...stats } = record;
               yield { type: 'final', ...stats };
             } else if (record.kind === 'started') {
-              continue; // WIP: reaches the API once messages.ts sends message_start on it
+              yield { type: 'started', cachedPromptTokens: record.cachedPromptTokens };
             } else {
               yield { type: 'text', token: record.token, text: record.text };
             }

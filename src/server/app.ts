@@ -66,6 +66,6 @@ export async function buildServer({ config, state, pool, model, pingSeconds, log
   metrics.register(app);
   registerHealth(app, state, model.id);
   registerModelRoutes(app, () => model, config.model.aliases);
-  registerMessageRoutes(app, { engine: () => state.engine, pool, pingSeconds, metrics: () => metrics.request(), stop });
+  registerMessageRoutes(app, { engine: () => state.engine, pool, pingSeconds, metrics: () => metrics.request(), stop, logPrompts: config.log.prompts });
   return app;
 }

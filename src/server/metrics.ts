@@ -112,7 +112,7 @@ export class Metrics {
           this.interTokenLatency.observe((now - last) / 1000);
         }
         last = now;
-      } else {
+      } else if (event.type === 'final') {
         this.generations.inc({ stop_reason: event.stopReason });
       }
       yield event;

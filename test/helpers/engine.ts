@@ -55,6 +55,7 @@ export async function collect(events: AsyncIterable<GenerationEvent>): Promise<C
       const { type: _type, ...final } = event;
       return { text, tokens, final };
     }
+    if (event.type === 'started') continue;
     text += event.text;
     if (event.token >= 0) tokens.push(event.token);
   }
