@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { projectRoot } from '../src/paths.js';
 import { writeGguf } from '../src/model/gguf.js';
+import { CATALOGUE } from '../src/model/catalogue.js';
 import { startFakeHub, type FakeHub } from './helpers/fake-hub.js';
 import { tinyModelPath } from './helpers/models.js';
 
@@ -56,7 +57,12 @@ let tiny: string;
 let hub: FakeHub;
 t.before(async () => {
   tiny = await tinyModelPath();
-  hub = await startFakeHub({ 'acme/tiny-GGUF/tiny-Q4_K_M.gguf': readFileSync(tiny), 'acme/junk/junk.gguf': Buffer.from('not a model') });
+  hub = await startFakeHub({
+    'acme/tiny-GGUF/tiny-Q4_K_M.gguf': readFileSync(tiny),
+    'acme/junk/junk.gguf': Buffer.from('not a model'),
+    // The catalogue's default, served by the fake hub at its real repo and file name.
+    'unsloth/Qwen3-4B-Instruct-2507-GGUF/Qwen3-4B-Instruct-2507-Q4_K_M.gguf': readFileSync(tiny),
+  });
 });
 t.teardown(() => hub.close());
 
@@ -160,7 +166,7 @@ t.test('validate: a good model, garbage, a model too big for memory, a model not
 
   const missing = await pensieve(home, ['validate']);
   t.equal(missing.code, 1);
-  t.match(missing.stderr, /phi-3-mini is not downloaded yet; `pensieve pull phi-3-mini`/);
+  t.match(missing.stderr, /qwen3-4b is not downloaded yet; `pensieve pull qwen3-4b`/);
 });
 
 t.test('pull, models, validate and rm on a models folder, against a fake hub', async (t) => {
@@ -209,6 +215,37 @@ t.test('pull, models, validate and rm on a models folder, against a fake hub', a
   const rmAgain = await pensieve(home, ['rm', 'acme/tiny-GGUF/tiny-Q4_K_M.gguf'], env);
   t.equal(rmAgain.code, 1);
   t.match(rmAgain.stderr, /no local model acme\/tiny-GGUF\/tiny-Q4_K_M\.gguf/);
+});
+
+t.test('models --available lists the catalogue; pull ALIAS takes one of them', async (t) => {
+  const home = t.testdir();
+  const env = { HF_ENDPOINT: hub.endpoint };
+  const available = await pensieve(home, ['models', '--available'], env);
+  t.equal(available.code, 0, available.stderr);
+  for (const e of CATALOGUE) {
+    t.match(available.stdout, new RegExp(`^${e.alias.replace(/[.]/g, '\\.')}( \\(default\\))? +${(e.downloadBytes / 1e9).toFixed(1)} GB `, 'm'), `${e.alias} with its download size`);
+  }
+  t.match(available.stdout, /^qwen3-4b \(default\) /m);
+  t.match(available.stdout, /CONTEXT HERE \((CPU|.*free)/);
+  t.match(available.stdout, /^qwen3-4b +81k q4_0 +153k q8_0 /m, 'expected context per machine size: 8 GiB, 16 GiB, ...');
+  t.match(available.stdout, /Also: phi-3-mini/);
+  const json = JSON.parse((await pensieve(home, ['models', '--available', '--json'], env)).stdout) as Record<string, unknown>[];
+  t.same(json.map((e) => e.alias), CATALOGUE.map((e) => e.alias));
+  t.match(json[0], { alias: 'qwen3-4b', default: true, ref: 'unsloth/Qwen3-4B-Instruct-2507-GGUF/Qwen3-4B-Instruct-2507-Q4_K_M.gguf', contextByMachine: { '16 GiB': '153k q8_0' } });
+
+  const pull = await pensieve(home, ['pull', 'qwen3-4b'], env);
+  t.equal(pull.code, 0, pull.stderr);
+  const file = path.join(home, 'cache', 'pensieve', 'models', 'unsloth', 'Qwen3-4B-Instruct-2507-GGUF', 'Qwen3-4B-Instruct-2507-Q4_K_M.gguf');
+  t.equal(pull.stdout, `${file}\n`);
+  t.match(pull.stderr, /downloading http:\/\/127\.0\.0\.1:\d+\/unsloth\/Qwen3-4B-Instruct-2507-GGUF\/resolve\/main\/Qwen3-4B-Instruct-2507-Q4_K_M\.gguf/);
+  const list = await pensieve(home, ['models'], env);
+  t.match(list.stdout, /unsloth\/Qwen3-4B-Instruct-2507-GGUF\/Qwen3-4B-Instruct-2507-Q4_K_M\.gguf +\d+\.\d MiB +\(qwen3-4b\)/);
+  const defaultPull = await pensieve(home, ['pull'], env);
+  t.equal(defaultPull.code, 0);
+  t.match(defaultPull.stderr, /already downloaded/, 'pull with no REF takes the default, qwen3-4b');
+  const unknown = await pensieve(home, ['pull', 'no-such-alias'], env);
+  t.equal(unknown.code, 2);
+  t.match(unknown.stderr, /not a model reference: no-such-alias \(expected owner\/repo, owner\/repo\/file\.gguf or an alias: qwen3-4b, /);
 });
 
 t.test('status reads /health: ready, loading, not running, something else', async (t) => {

@@ -1,7 +1,7 @@
 // `pensieve pull`: download a model from Hugging Face into model.folder.
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
-import { DEFAULT_MODEL, MODEL_ALIASES } from '../model/hub.js';
+import { DEFAULT_MODEL } from '../model/hub.js';
 import { ExitCode, UsageError } from './errors.js';
 import { hubRefArg, pullWithProgress } from './model-ref.js';
 import { formatBytes } from './format.js';
@@ -11,8 +11,8 @@ const USAGE = `Usage: pensieve pull [REF] [options]
 
 Downloads a GGUF model from Hugging Face into model.folder (default: <platform cache>/models), as
 <owner>/<repo>/<file>. REF is owner/repo/file.gguf, owner/repo (its only .gguf, or its only
-Q4_K_M one), or an alias: ${Object.entries(MODEL_ALIASES).map(([a, r]) => `${a} = ${r}`).join(', ')}.
-Default: ${DEFAULT_MODEL}.
+Q4_K_M one), or an alias of the catalogue: \`pensieve models --available\` lists them, with their
+download size and expected context on this machine. Default: ${DEFAULT_MODEL}.
 
 An interrupted download is resumed (from <file>.partial) by the next pull; the file is checked
 against the size and sha256 the hub reports before it takes its place. Progress goes to stderr,

@@ -1,12 +1,14 @@
 // Hugging Face model references: aliases, `owner/repo[/file.gguf]`, resolve URLs and repo listings.
 import { fetch } from 'undici';
+import { CATALOGUE, DEFAULT_ALIAS, LEGACY_ALIASES } from './catalogue.js';
 
-export const DEFAULT_MODEL = 'phi-3-mini';
+/** The model when none is configured: the catalogue's default (README, Models, says why). */
+export const DEFAULT_MODEL = DEFAULT_ALIAS;
 
-/** Short names for hub files. */
+/** Short names for hub files: the catalogue's (src/model/catalogue.ts), and older ones kept working. */
 export const MODEL_ALIASES: Readonly<Record<string, string>> = {
-  // Phi-3-mini-128k-instruct, 4-bit (Q4_K_M), 2.4 GB.
-  'phi-3-mini': 'second-state/Phi-3-mini-128k-instruct-GGUF/Phi-3-mini-128k-instruct-Q4_K_M.gguf',
+  ...Object.fromEntries(CATALOGUE.map((e) => [e.alias, `${e.repo}/${e.file}`])),
+  ...Object.fromEntries(Object.entries(LEGACY_ALIASES).map(([alias, { ref }]) => [alias, ref])),
 };
 
 export interface HubRef {

@@ -14,7 +14,7 @@ const USAGE =
   'usage: make-model-cli --vocab PATH --out PATH [--preset tiny|small|qwen2.5-0.5b] ' +
   '[--layers N --embd N --heads N --kv-heads N --ffn N --ctx N] [--type q8_0|f16|f32] [--seed N]';
 
-const SHAPE_FLAGS: Record<string, keyof ModelShape> = {
+const SHAPE_FLAGS: Record<string, Exclude<keyof ModelShape, 'experts'>> = {
   layers: 'layers', embd: 'embd', heads: 'heads', 'kv-heads': 'kvHeads', ffn: 'ffn', ctx: 'contextLength',
 };
 
