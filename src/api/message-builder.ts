@@ -30,10 +30,20 @@ export class MessageBuilder {
   private open: OpenBlock | undefined;
   private readonly toolIds = new Map<number, string>();
 
-  constructor(private readonly showThinking: boolean) {}
+  /** `singleToolCall`: one tool call at most (disable_parallel_tool_use, or one forced tool); later ones are dropped. */
+  constructor(private readonly showThinking: boolean, private readonly singleToolCall = false) {}
 
   get hasToolUse(): boolean {
     return this.content.some((b) => b.type === 'tool_use');
+  }
+
+  /**
+   * Whether the one tool call allowed is complete: closed, or its input a whole JSON object (the grammar
+   * closes the object once, so nothing more of the input can follow).
+   */
+  get singleCallDone(): boolean {
+    if (!this.singleToolCall || !this.hasToolUse) return false;
+    return this.open?.block.type !== 'tool_use' || isJsonObject(this.open.json);
   }
 
   /** Applies parser diffs; returns the stream events they make. */
@@ -51,6 +61,7 @@ export class MessageBuilder {
         events.push(this.delta({ type: 'text_delta', text: diff.content }));
       }
       if (diff.toolIndex !== undefined) {
+        if (this.singleToolCall && diff.toolIndex > 0) continue;
         if (diff.toolName) this.toolIds.set(diff.toolIndex, this.toolIds.get(diff.toolIndex) ?? newToolUseId());
         if (!this.toolIds.has(diff.toolIndex)) continue; // arguments before a name: not a call yet
         this.ensureOpen('tool_use', diff.toolIndex, events, diff.toolName);
@@ -101,13 +112,19 @@ export class MessageBuilder {
   }
 }
 
-/** A tool call's input; a call cut short (max_tokens) may hold incomplete JSON, which gives {}. */
-function parseToolInput(json: string): Record<string, unknown> {
-  if (json.trim() === '') return {};
+/** The JSON object that `json` holds, if it holds a whole one. */
+function jsonObject(json: string): Record<string, unknown> | undefined {
   try {
     const value: unknown = JSON.parse(json);
-    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
   } catch {
-    return {};
+    return undefined;
   }
+}
+
+const isJsonObject = (json: string): boolean => jsonObject(json) !== undefined;
+
+/** A tool call's input; a call cut short (max_tokens) may hold incomplete JSON, which gives {}. */
+function parseToolInput(json: string): Record<string, unknown> {
+  return json.trim() === '' ? {} : (jsonObject(json) ?? {});
 }

@@ -98,17 +98,24 @@ function startGeneration(engine: Engine, prepared: PreparedChat, params: Generat
 class Transcript {
   readonly builder: MessageBuilder;
   private readonly parser;
+  private ended = false;
 
-  constructor(prepared: PreparedChat, showThinking: boolean, parseToolCalls: boolean) {
+  /** `onSingleCallDone`: the one tool call allowed is complete, so the generation can stop there. */
+  constructor(prepared: PreparedChat, showThinking: boolean, parseToolCalls: boolean, singleToolCall: boolean, private readonly onSingleCallDone: () => void) {
     const { chat } = prepared;
-    this.builder = new MessageBuilder(showThinking);
+    this.builder = new MessageBuilder(showThinking, singleToolCall);
     this.parser = new (loadAddon().ChatParser)({ format: chat.format, generationPrompt: chat.generationPrompt, parser: chat.parser, parseToolCalls });
     // A forced opening (e.g. of a tool call) is part of the answer the parser reads, though not generated.
     if (prepared.outputPrefix !== '') this.builder.apply(this.parser.update(prepared.outputPrefix, true));
   }
 
   push(text: string): StreamEvent[] {
-    return this.builder.apply(this.parser.update(text, true));
+    const events = this.builder.apply(this.parser.update(text, true));
+    if (!this.ended && this.builder.singleCallDone) {
+      this.ended = true;
+      this.onSingleCallDone();
+    }
+    return events;
   }
 
   end(): StreamEvent[] {
@@ -299,7 +306,11 @@ export function registerMessageRoutes(app: FastifyInstance, deps: MessagesDeps):
       const params = generateParams(body, prepared);
       const generation = startGeneration(engine, prepared, params, cancel.signal);
       const events = metrics ? metrics.observe(generation) : generation;
-      const transcript = new Transcript(prepared, thinkingRequested(body) && body.thinking?.type !== 'disabled', prepared.chat.grammar !== '');
+      // With one tool call allowed, the answer ends once that call is complete, whatever the model would add.
+      const choice = body.tool_choice;
+      const singleCall = choice !== undefined && (choice.type === 'tool' || ('disable_parallel_tool_use' in choice && choice.disable_parallel_tool_use === true));
+      const transcript = new Transcript(prepared, thinkingRequested(body) && body.thinking?.type !== 'disabled', prepared.chat.grammar !== '',
+        singleCall, () => cancel.abort());
       if (!body.stream) return completeMessage(request, body, events, transcript, deps.stop);
       await streamMessage(request, body, prepared, events, transcript, reply, deps.pingSeconds ?? 5, deps.stop);
     });
