@@ -206,7 +206,7 @@ async function main(): Promise<void> {
     if (goal) {
       const met = goal.longest >= 100_000;
       out.push(
-        `Goal (issue 13): the default model (Phi-3-mini-128k) with the default config on a 16 GiB machine: one session reaches ` +
+        `Goal (issue 13): Phi-3-mini-128k (the default model when the goal was set) with the default config on a 16 GiB machine: one session reaches ` +
           `${n(goal.longest)} tokens (${goal.kvType} KV): ${met ? 'yes, at least 100,000' : 'NO, under 100,000'}.`,
       );
     }

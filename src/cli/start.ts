@@ -21,8 +21,8 @@ const USAGE = `Usage: pensieve start [options]
 Loads a model and serves the Anthropic Messages API (foreground; Ctrl-C stops it).
 
 Options:
-  --model REF      GGUF file, Hugging Face owner/repo[/file.gguf], or alias (phi-3-mini);
-                   default: model.path in the config, else phi-3-mini. A hub model that is not
+  --model REF      GGUF file, Hugging Face owner/repo[/file.gguf], or alias (\`pensieve models
+                   --available\`); default: model.path in the config, else qwen3-4b. A hub model that is not
                    downloaded yet is downloaded first.
   --port N         port to listen on (default 7777)
   --host H         address to bind (default 127.0.0.1)
