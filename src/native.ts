@@ -158,8 +158,8 @@ export interface ChatRenderRequest {
 
 export interface NativeChatTemplates {
   /**
-   * Renders a ChatRenderRequest (as JSON). Throws when the template cannot take it, and, with code 'ERR_GRAMMAR'
-   * and the text as `grammar`, when llama.cpp's grammar sampler refuses the tool-call grammar.
+   * Renders a ChatRenderRequest (as JSON). Throws when the template cannot take it, and, with code 'ERR_GRAMMAR',
+   * when llama.cpp would refuse the tool-call grammar or hang on its repetitions (then `reason` says how).
    */
   render(requestJson: string): RenderedChat;
   caps(): Record<string, boolean>;

@@ -1,6 +1,6 @@
-// Requests that must be refused with a 4xx in the API's shape, never a 500, against the real server (HTTP,
-// prep pool, engine thread) on the generated tiny model: nesting too deep to hand to the prep pool, tool
-// schemas whose grammar llama.cpp refuses, duplicate tool names, and a prompt too long to be worth tokenizing.
+// Hostile requests against the real server (HTTP, prep pool, engine thread) on the generated tiny model: they
+// get a 4xx in the API's shape that says what is wrong, never a 500: nesting too deep to hand to the prep
+// pool, tool schemas that llama.cpp cannot use, duplicate tool names, a prompt too long to be worth tokenizing.
 import t, { type Test } from 'tap';
 import { startTestServer, TEST_KEY } from './helpers/server.js';
 import { tinyModelPath } from './helpers/models.js';
@@ -36,7 +36,7 @@ t.test('nesting deeper than the limit is a 400, wherever it is', async (t) => {
     /^tools\.0\.input_schema\.properties\.x(\.anyOf\.0)+(\.anyOf)?: nested deeper than/);
 });
 
-t.test("a tool schema whose grammar llama.cpp refuses is a 400 that names the tool and what cannot be honoured", async (t) => {
+t.test('a tool schema that llama.cpp cannot use is a 400 that names the tool and what cannot be honoured', async (t) => {
   const tools = (schema: Record<string, unknown>) => [
     { name: 'fine', input_schema: { type: 'object', properties: { a: { type: 'string' } } } },
     { name: 'broken', input_schema: schema },
@@ -46,9 +46,14 @@ t.test("a tool schema whose grammar llama.cpp refuses is a 400 that names the to
   for (const tool_choice of [{ type: 'any' }, { type: 'auto' }]) {
     await refused(t, { ...hello, tool_choice, tools: tools(cycle) }, /^tools: the input_schema of tool 'broken' cannot be held to by a grammar: llama\.cpp refuses the grammar made from it \(a \$ref cycle/);
     await refused(t, { ...hello, tool_choice, tools: tools(property({ type: 'string', minLength: 1_000_000 })) },
-      /^tools: the input_schema of tool 'broken' cannot be held to by a grammar: its grammar repeats an item 1000000 times \(for a minLength, maxLength, minItems or maxItems\), over llama\.cpp's limit of 2000$/);
-    await refused(t, { ...hello, tool_choice, tools: tools(property({ type: 'array', minItems: 100_000 })) }, /^tools: the input_schema of tool 'broken' .* repeats an item 99999 times/);
+      /^tools: the input_schema of tool 'broken' cannot be held to by a grammar: its grammar has a repetition \{1000000,\} over llama\.cpp's limit of 2000 \(from a minLength, a minItems or a count in a pattern\)$/);
+    await refused(t, { ...hello, tool_choice, tools: tools(property({ type: 'array', minItems: 100_000 })) }, /^tools: the input_schema of tool 'broken' .* repetition \{99999,\} over/);
+    // llama.cpp's grammar parser would loop on these for as good as ever, in the engine thread before this check.
+    for (const x of [{ type: 'array', minItems: 1999, maxItems: 5 }, { type: 'string', minLength: 10, maxLength: 3 }, { type: 'string', pattern: '^a{5,2}$' }])
+      await refused(t, { ...hello, tool_choice, tools: tools(property(x)) }, /^tools: the input_schema of tool 'broken' .* repetition \{\d+,\d+\} whose maximum is below its minimum/);
   }
+  await refused(t, { ...hello, tools: tools(property({ $ref: '#' })) },
+    /^tools: the input_schema of tool 'broken' cannot be used: JSON schema error at #\/properties\/x: unsupported \$ref #/);
   const response = await postMessage(server.url, { ...hello, tool_choice: { type: 'any' }, tools: tools(property({ type: 'string', maxLength: 1000 })) });
   t.equal(response.statusCode, 200, 'bounds within the limit are held to');
   await readBody(response);
@@ -73,4 +78,12 @@ t.test('a prompt whose length proves it too long is refused without being tokeni
   });
   t.equal(counted.statusCode, 200, 'count_tokens counts a prompt of any length');
   t.ok(((await readJson(counted)).input_tokens as number) > 2000);
+});
+
+t.test('text with an unpaired surrogate (an emoji cut in half) is served, with U+FFFD in its place', async (t) => {
+  const body = JSON.stringify({ ...hello, messages: [{ role: 'user', content: 'cut \ud83d' }] }); // JSON.stringify writes the \\ud83d escape
+  t.match(body, /cut \\ud83d/);
+  const response = await send(`${server.url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': TEST_KEY }, body });
+  t.equal(response.statusCode, 200);
+  t.match(await readJson(response), { type: 'message' });
 });

@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap';
 import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import Fastify, { type InjectOptions } from 'fastify';
 import { registerAuth } from '../src/api/auth.js';
@@ -9,7 +10,8 @@ import { registerModelRoutes, resolveModelName } from '../src/api/models.js';
 import { countTokensRequestSchema, fastifyAjvOptions, messagesRequestSchema } from '../src/api/schemas.js';
 
 const KEY = 'KEY'; // the fixture's Authorization header is `Bearer KEY`
-const FIXTURE = '/work/shared/fixtures/claude-code-first-request.json';
+/** ../shared beside the repository, wherever it is cloned. */
+const FIXTURE = fileURLToPath(new URL('../../shared/fixtures/claude-code-first-request.json', import.meta.url));
 const MODEL = { id: 'qwen-test', displayName: 'Qwen Test', createdAt: '2025-01-01T00:00:00Z' };
 const ALIASES = { 'claude-*': 'default', sonnet: 'default', 'gpt-4': 'other-model' };
 
@@ -255,6 +257,9 @@ t.test('request bodies: nesting, prototype keys, content types and encodings', a
   isErrorBody(t, res, 400, 'invalid_request_error', /^foo\.constructor: a key named constructor with a prototype is refused$/);
   res = await post('{"model": ');
   isErrorBody(t, res, 400, 'invalid_request_error', /^request body is not valid JSON: /);
+  res = await post(withField('["a\\ud800", {"b": "\\udc00c"}, "\\ud83d\\ude00"]'));
+  t.equal(res.statusCode, 200);
+  t.strictSame((seen.body as { foo: unknown }).foo, ['a\ufffd', { b: '\ufffdc' }, '\u{1f600}'], 'unpaired surrogates become U+FFFD; pairs stay');
 
   res = await post(text, { 'content-type': 'text/plain' });
   t.equal(res.statusCode, 400);

@@ -1,6 +1,7 @@
 #include "chat_templates.h"
 
 #include <cctype>
+#include <cstdlib>
 #include "model.h"
 #include "napi_arrays.h"
 #include "sampler.h"
@@ -25,6 +26,41 @@ ChatTemplates::ChatTemplates(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   } catch (const std::exception& e) {
     NAPI_THROW_VOID(Napi::Error::New(env, std::string("cannot load the chat template: ") + e.what()));
   }
+}
+
+// What llama.cpp's grammar parser cannot take in a repetition x{m,n}: m past 2000 (MAX_REPETITION_THRESHOLD in
+// llama-grammar.cpp; an n past it counts as no bound) it refuses; n below m it counts n - m unsigned and loops,
+// allocating, for as good as ever. Returns why, or "" when every repetition is fine. Quoted literals and
+// character classes are skipped.
+static std::string repetitionProblem(const std::string& gbnf) {
+  constexpr unsigned long long kMost = 2000;
+  for (size_t i = 0; i < gbnf.size(); i++) {
+    if (gbnf[i] == '"' || gbnf[i] == '[') {
+      const char close = gbnf[i] == '"' ? '"' : ']';
+      for (i++; i < gbnf.size() && gbnf[i] != close; i++) {
+        if (gbnf[i] == '\\') i++;
+      }
+      continue;
+    }
+    if (gbnf[i] != '{' || i + 1 >= gbnf.size() || !std::isdigit((unsigned char)gbnf[i + 1])) continue;
+    char* end;
+    const unsigned long long min = std::strtoull(gbnf.c_str() + i + 1, &end, 10);
+    unsigned long long max = min;  // {m}, and {m,}: unbounded above, where only m matters
+    if (*end == ',') {
+      end++;
+      if (std::isdigit((unsigned char)*end)) max = std::strtoull(end, &end, 10);
+    }
+    const std::string counts = gbnf.substr(i, end - gbnf.c_str() - i + 1);
+    if (min > kMost) {
+      return "its grammar has a repetition " + counts + " over llama.cpp's limit of " + std::to_string(kMost) +
+             " (from a minLength, a minItems or a count in a pattern)";
+    }
+    if (max < min) {
+      return "its grammar has a repetition " + counts +
+             " whose maximum is below its minimum (from a minLength over its maxLength, a minItems over its maxItems, or such counts in a pattern)";
+    }
+  }
+  return "";
 }
 
 static Napi::Array toStringArray(Napi::Env env, const std::vector<std::string>& strings) {
@@ -106,17 +142,25 @@ Napi::Value ChatTemplates::Render(const Napi::CallbackInfo& info) {
   }
 
   // The engine builds the grammar's sampler when the request is admitted, where a grammar that llama.cpp
-  // refuses (a schema's $ref cycle, a minLength over its repetition limit) could only fail the request.
-  // Building it here refuses it while the request is prepared: an error with code ERR_GRAMMAR and the grammar.
-  // That takes milliseconds for Claude Code's tools, which every request repeats: grammars that passed are kept.
+  // refuses (a schema's $ref cycle, a minLength over its repetition limit) could only fail the request, and
+  // one whose repetitions it cannot take would hang it. Here such a grammar is refused while the request is
+  // prepared: an error with code ERR_GRAMMAR, and `reason` when the repetitions say why. Building the sampler
+  // takes milliseconds for Claude Code's tools, which every request repeats: grammars that passed are kept.
   if (!params.grammar.empty() && !checkedGrammars_.count(params.grammar)) {
-    try {
-      SlotSampler().configure(SamplingParams{}, vocab_,
-                              GrammarParams{params.grammar, params.grammar_lazy, triggerPatterns, triggerTokens, grammarPrefill});
-    } catch (const std::exception& e) {
-      Napi::Error error = Napi::Error::New(env, std::string("tool-call grammar: ") + e.what());
+    std::string reason = repetitionProblem(params.grammar);
+    std::string failure = reason;
+    if (failure.empty()) {
+      try {
+        SlotSampler().configure(SamplingParams{}, vocab_,
+                                GrammarParams{params.grammar, params.grammar_lazy, triggerPatterns, triggerTokens, grammarPrefill});
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+    }
+    if (!failure.empty()) {
+      Napi::Error error = Napi::Error::New(env, "tool-call grammar: " + failure);
       error.Set("code", "ERR_GRAMMAR");
-      error.Set("grammar", params.grammar);
+      if (!reason.empty()) error.Set("reason", reason);
       error.ThrowAsJavaScriptException();
       return env.Undefined();
     }

@@ -23,25 +23,15 @@ export interface PreparedChat {
  */
 const CHATML_TOOLS_TEMPLATE = join(projectRoot, 'native', 'deps', 'llama.cpp', 'models', 'templates', 'Qwen-Qwen2.5-7B-Instruct.jinja');
 
-/** The addon's error when llama.cpp's grammar sampler refuses the tool-call grammar that render() made. */
+/**
+ * The addon's error when the tool-call grammar that render() made is refused: its repetitions are beyond what
+ * llama.cpp's grammar parser takes (`reason` says how), or llama.cpp's grammar sampler refuses it.
+ */
 interface GrammarError extends Error {
   code: 'ERR_GRAMMAR';
-  grammar: string;
+  reason?: string;
 }
 const isGrammarError = (err: unknown): err is GrammarError => (err as { code?: unknown } | undefined)?.code === 'ERR_GRAMMAR';
-
-/** llama.cpp's grammars repeat an item at most this many times (MAX_REPETITION_THRESHOLD, llama-grammar.cpp). */
-const MAX_REPETITIONS = 2000;
-
-/** A repetition count over llama.cpp's limit in a GBNF grammar, as a reason; quoted literals and character classes are skipped. */
-function repetitionProblem(grammar: string): string | undefined {
-  for (const [, min, max] of grammar.matchAll(/"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\{(\d+)(?:,(\d*))?\}/g)) {
-    const over = [min, max].map(Number).find((n) => n > MAX_REPETITIONS);
-    if (over !== undefined)
-      return `its grammar repeats an item ${over} times (for a minLength, maxLength, minItems or maxItems), over llama.cpp's limit of ${MAX_REPETITIONS}`;
-  }
-  return undefined;
-}
 
 export class ChatRenderer {
   /** Why the model's own template was replaced, if it was. */
@@ -80,7 +70,10 @@ export class ChatRenderer {
     try {
       return this.build(request, maxTokens);
     } catch (err) {
-      if (isGrammarError(err)) throw new ApiError(400, 'invalid_request_error', this.grammarProblem(request));
+      if (err instanceof ApiError) throw err;
+      const problems = this.toolProblems(request);
+      if (problems.length > 0) throw new ApiError(400, 'invalid_request_error', `tools: ${problems.join('; ')}`);
+      if (isGrammarError(err)) throw new ApiError(400, 'invalid_request_error', "tools: the tools' input schemas together make a grammar that llama.cpp refuses");
       throw err;
     }
   }
@@ -104,23 +97,27 @@ export class ChatRenderer {
   }
 
   /**
-   * Which tools' input schemas make a grammar that llama.cpp refuses, and what in them: each tool is
-   * rendered alone (only when the whole request's grammar was refused).
+   * For a request that could not be rendered: the tools that cannot be rendered alone (each with a one-line
+   * conversation), and what is wrong with each one's input_schema.
    */
-  private grammarProblem(request: ChatRenderRequest): string {
+  private toolProblems(request: ChatRenderRequest): string[] {
     const problems: string[] = [];
     for (const tool of request.tools ?? []) {
       try {
         this.templates.render(JSON.stringify({ messages: [{ role: 'user', content: '' }], tools: [tool], toolChoice: 'auto' }));
       } catch (err) {
-        if (!isGrammarError(err)) throw err;
         const name = (tool as { function?: { name?: string } }).function?.name;
-        const why = repetitionProblem(err.grammar) ??
-          'llama.cpp refuses the grammar made from it (a $ref cycle, for one, makes a rule that recurses before matching any text)';
-        problems.push(`the input_schema of tool '${name}' cannot be held to by a grammar: ${why}`);
+        if (isGrammarError(err)) {
+          const why = err.reason ?? 'llama.cpp refuses the grammar made from it (a $ref cycle, for one, makes a rule that recurses before matching any text)';
+          problems.push(`the input_schema of tool '${name}' cannot be held to by a grammar: ${why}`);
+        } else {
+          // The chat layer's schema errors come after a preamble about "parser generation": keep what names the schema's fault.
+          const message = (err as Error).message;
+          problems.push(`the input_schema of tool '${name}' cannot be used: ${message.slice(Math.max(0, message.indexOf('JSON schema error')))}`);
+        }
       }
     }
-    return `tools: ${problems.join('; ') || "the tools' input schemas together make a grammar that llama.cpp refuses"}`;
+    return problems;
   }
 
   /**

@@ -1,7 +1,8 @@
 // Request bodies: the server's one parser, for JSON. It decodes a compressed body (Claude Code gzips its
 // bodies with CLAUDE_CODE_GZIP_REQUEST_BODIES) within the body limit, parses it, and refuses what later
 // stages cannot take: nesting deeper than MAX_DEPTH (the copy to the preparation pool and llama.cpp's JSON
-// code recurse, and a 10,000-deep array overflows their stacks) and keys that would poison prototypes.
+// code recurse, and a 10,000-deep array overflows their stacks), keys that would poison prototypes, and
+// unpaired surrogates (mended: llama.cpp's JSON parser refuses them).
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -51,25 +52,32 @@ const pathOf = (frame: Frame, key?: string): string => {
 };
 
 /**
- * Throws a 400 when parsed JSON nests deeper than MAX_DEPTH or has a `__proto__` key or a `constructor`
- * holding `prototype` (what Fastify's own parser refuses). Iterative, so any depth is walked safely.
+ * Vets a parsed body: throws a 400 when it nests deeper than MAX_DEPTH or has a `__proto__` key or a
+ * `constructor` holding `prototype` (what Fastify's own parser refuses). String values with an unpaired
+ * surrogate (JSON's \\u escapes can make one; a client that cuts text between the halves of an emoji does)
+ * get U+FFFD in its place, as any conversion to UTF-8 gives. Iterative, so any depth is walked safely.
  */
-export function checkStructure(value: unknown): void {
+function vet(value: unknown): void {
   if (typeof value !== 'object' || value === null) return;
   const stack: Frame[] = [{ value, depth: 1 }];
   for (let frame = stack.pop(); frame; frame = stack.pop()) {
     if (frame.depth > MAX_DEPTH) throw invalid(`${pathOf(frame)}: nested deeper than ${MAX_DEPTH} levels`);
-    const push = (child: unknown, key: string | number): void => {
-      if (typeof child === 'object' && child !== null) stack.push({ value: child, depth: frame.depth + 1, key, parent: frame });
+    const container = frame.value as Record<string | number, unknown>;
+    const visit = (child: unknown, key: string | number): void => {
+      if (typeof child === 'string') {
+        if (!child.isWellFormed()) container[key] = child.toWellFormed();
+      } else if (typeof child === 'object' && child !== null) {
+        stack.push({ value: child, depth: frame.depth + 1, key, parent: frame });
+      }
     };
-    if (Array.isArray(frame.value)) {
-      frame.value.forEach(push);
+    if (Array.isArray(container)) {
+      container.forEach(visit);
       continue;
     }
-    for (const [key, child] of Object.entries(frame.value)) {
+    for (const [key, child] of Object.entries(container)) {
       if (key === '__proto__' || (key === 'constructor' && typeof child === 'object' && child !== null && Object.hasOwn(child, 'prototype')))
         throw invalid(`${pathOf(frame, key)}: a key named ${key === '__proto__' ? '__proto__' : 'constructor with a prototype'} is refused`);
-      push(child, key);
+      visit(child, key);
     }
   }
 }
@@ -91,7 +99,7 @@ export function registerBodyParsing(app: FastifyInstance, limit: number): void {
     } catch (err) {
       throw invalid(`request body is not valid JSON: ${(err as Error).message}`);
     }
-    checkStructure(body);
+    vet(body);
     return body;
   });
 }
