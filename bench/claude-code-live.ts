@@ -201,7 +201,8 @@ async function runOnce(kind: ServerKind, sessions: number, o: Options, bin: stri
   return { kind, sessions, records, wallMs: performance.now() - started };
 }
 
-const sum = (values: number[]): number => values.reduce((a, b) => a + b, 0);
+/** The sum of the values that are numbers (a request whose stream carried no usage counts as none). */
+const sum = (values: number[]): number => values.filter(Number.isFinite).reduce((a, b) => a + b, 0);
 const fmt = (n: number, digits = 0): string => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '-');
 
 function report(o: Options, runs: Run[]): string {
@@ -210,14 +211,15 @@ function report(o: Options, runs: Run[]): string {
     `slots = sessions, ${o.context} tokens of context per session (pensieve: engine.pool_tokens = slots x ${o.context}, max_context ${o.context}, ` +
     `kv_type f16; llama-server: -np SLOTS -kvu -c SLOTS*${o.context} --jinja --chat-template-file Qwen2.5)`);
   out.push('');
-  out.push('| server | sessions | requests | prompt tokens | computed | read from cache | computed / 1 session | median TTFT, first request | median TTFT, later requests | wall |');
+  out.push('| server | sessions | requests (without usage) | prompt tokens | computed | read from cache | computed / 1 session | median TTFT, first request | median TTFT, later requests | wall |');
   out.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const run of runs) {
     const one = runs.find((r) => r.kind === run.kind && r.sessions === 1);
     const computed = sum(run.records.map((r) => r.computed));
     const firsts = run.records.filter((r) => r.index === 0).map((r) => r.ttftMs);
     const later = run.records.filter((r) => r.index > 0).map((r) => r.ttftMs);
-    out.push(`| ${SERVER_NAMES[run.kind]} | ${run.sessions} | ${run.records.length} | ${fmt(sum(run.records.map((r) => r.prompt)))} | ${fmt(computed)} | ` +
+    const unreported = run.records.filter((r) => !Number.isFinite(r.computed)).length;
+    out.push(`| ${SERVER_NAMES[run.kind]} | ${run.sessions} | ${run.records.length}${unreported ? ` (${unreported})` : ''} | ${fmt(sum(run.records.map((r) => r.prompt)))} | ${fmt(computed)} | ` +
       `${fmt(sum(run.records.map((r) => r.cached)))} | ${one ? fmt(computed / sum(one.records.map((r) => r.computed)), 2) : '-'} | ` +
       `${fmt(median(firsts))} ms | ${fmt(median(later))} ms | ${fmt(run.wallMs / 1000, 1)} s |`);
   }
