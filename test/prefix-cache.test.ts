@@ -31,7 +31,7 @@ t.test('with no match, the least recently used slot is taken first', async (t) =
   cache.store(2, tokens(9, 9), 20);
   t.same(cache.place(tokens(1, 2), [0, 1, 2]), { slot: 1, cached: 0 });
   cache.clear(0);
-  t.same(cache.place(tokens(7, 7, 1), [0, 2]), { slot: 2, cached: 0 }, 'a cleared slot holds nothing');
+  t.same(cache.place(tokens(7, 7, 1), [0, 2]), { slot: 0, cached: 0 }, 'a cleared slot holds nothing (and, empty, is taken first)');
 });
 
 t.test('with no useful prefix, an empty slot is taken before one holding a prefix; a useful prefix wins', async (t) => {
