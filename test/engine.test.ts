@@ -158,7 +158,8 @@ for (const { model, settings, name, exact } of suites) {
       await alone.close();
     });
 
-    t.test('overlapping steps or not, the same tokens and text', async (t) => {
+    // Two engines whose pools hold different cached prefixes: the same rounding only where it is exact (above).
+    t.test('overlapping steps or not, the same tokens and text', { skip: !exact && 'exact only on the generated model' }, async (t) => {
       const other = await startEngine(model.path, { ...settings, overlapSteps: !settings.overlapSteps });
       const params = (i: number) => ({ maxTokens: 20 + i, ignoreEos: true, ...(i % 3 === 1 ? { temperature: 0.8, seed: i } : {}) });
       const ours = await Promise.all(prompts.map((p, i) => complete(engine, p, params(i))));
