@@ -82,7 +82,7 @@ async function readyServer(url: string, own: string[]): Promise<Record<string, u
   let health = await readHealth(url);
   if (health.kind === 'down') {
     process.stderr.write(`pensieve: no server at ${url}; starting one\n`);
-    await startServer(own.filter((arg) => arg !== '-h'));
+    await startServer(own);
     health = await readHealth(url);
   }
   for (; health.kind === 'not-ready' && health.body.status === 'loading'; health = await readHealth(url)) await sleep(500);

@@ -287,11 +287,8 @@ export class Scheduler {
     const taken = reserve ? this.pendingPrompts() : 0;
     const freedByKeep = keep >= 0 ? Math.max(0, this.pool.exclusive(keep) - keepLength) : 0;
     if (this.pool.free - taken + freedByKeep >= cells) return true;
-    const candidates = this.reclaimCandidates(keep);
-    // Cells only one slot holds come back when it is emptied: a lower bound of what reclaiming gives.
-    const reclaimable = candidates.reduce((n, slot) => n + this.pool.exclusive(slot), 0);
-    if (this.pool.free - taken + freedByKeep + reclaimable < cells) return false;
-    for (const slot of candidates) {
+    if (this.pool.free - taken + freedByKeep + this.reclaimable(keep) < cells) return false;
+    for (const slot of this.reclaimCandidates(keep)) {
       if (this.pool.free - taken + freedByKeep >= cells) break;
       this.pool.clear(slot);
       plan.reclaimed.push(slot);
@@ -312,8 +309,9 @@ export class Scheduler {
     return (this.options.reclaimOrder?.(held) ?? held).filter((slot) => this.pool.exclusive(slot) > 0);
   }
 
-  private reclaimable(): number {
-    return this.reclaimCandidates().reduce((n, slot) => n + this.pool.exclusive(slot), 0);
+  /** Cells only one slot holds come back when it is emptied: a lower bound of what reclaiming (but `keep`) gives. */
+  private reclaimable(keep = -1): number {
+    return this.reclaimCandidates(keep).reduce((n, slot) => n + this.pool.exclusive(slot), 0);
   }
 
   /** Copies for the requests whose donor has computed their shared prefix (or gives up on a donor that left). */
