@@ -15,6 +15,9 @@ export type FlashAttention = (typeof FLASH_ATTENTION)[number];
 /** KV cache element types, most precise first; "auto" lets the memory plan choose (src/model/memory-plan.ts). */
 export const KV_TYPES = ['f16', 'q8_0', 'q4_0'] as const;
 export type KvType = (typeof KV_TYPES)[number];
+/** What a model without a projector does with an image: put a text note in its place, or refuse the request. */
+export const IMAGE_MODES = ['note', 'reject'] as const;
+export type ImageMode = (typeof IMAGE_MODES)[number];
 
 /** The TOML shape (snake_case), as validated by {@link configSchema}. */
 export interface RawConfig {
@@ -29,7 +32,8 @@ export interface RawConfig {
     rate_limit_per_minute: number;
     shutdown_grace_seconds: number;
   };
-  model: { path: string; folder: string; check_memory: boolean; gpu_layers: number; aliases: Record<string, string> };
+  model: { path: string; mmproj: string; folder: string; check_memory: boolean; gpu_layers: number; aliases: Record<string, string> };
+  api: { images: ImageMode; fetch_image_urls: boolean; max_image_mb: number };
   engine: {
     slots: number;
     max_context: number;
@@ -68,7 +72,16 @@ export interface PensieveConfig {
    * `path` is '' when no model was configured, else a file path, a hub reference or an alias; a leading
    * `~` is expanded. `folder` (downloaded models) is always absolute: '' becomes `<platform cache>/models`.
    */
-  model: { path: string; folder: string; checkMemory: boolean; gpuLayers: number; aliases: Record<string, string> };
+  model: {
+    path: string;
+    /** The multimodal projector (mmproj GGUF) that lets the model see images; '' = none. */
+    mmproj: string;
+    folder: string;
+    checkMemory: boolean;
+    gpuLayers: number;
+    aliases: Record<string, string>;
+  };
+  api: { images: ImageMode; fetchImageUrls: boolean; maxImageMb: number };
   engine: {
     slots: number;
     /** Longest context (prompt + output) of one sequence; 0 = the model's trained context, within the pool. */
@@ -136,10 +149,16 @@ const SECTIONS: Record<keyof RawConfig, Record<string, Prop>> = {
   },
   model: {
     path: str(),
+    mmproj: str(),
     folder: str(),
     check_memory: { type: 'boolean' },
     gpu_layers: int(-1, 4096),
     aliases: { type: 'object', propertyNames: { pattern: '^([^*]+\\*?|\\*)$' }, additionalProperties: str(1) },
+  },
+  api: {
+    images: { type: 'string', enum: [...IMAGE_MODES] },
+    fetch_image_urls: { type: 'boolean' },
+    max_image_mb: int(1, 1024),
   },
   engine: {
     slots: int(1, 256),
@@ -430,7 +449,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
   problems.push(...crossKeyProblems(raw, sources));
   if (problems.length) throw new ConfigError(problems);
 
-  const { server: s, model: m, engine: e, cache: c } = raw;
+  const { server: s, model: m, api: a, engine: e, cache: c } = raw;
   const config: PensieveConfig = {
     server: {
       host: s.host,
@@ -445,11 +464,13 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     },
     model: {
       path: expandHome(m.path, env),
+      mmproj: m.mmproj ? path.resolve(expandHome(m.mmproj, env)) : '',
       folder: m.folder ? path.resolve(expandHome(m.folder, env)) : defaultModelsFolder(env, platform),
       checkMemory: m.check_memory,
       gpuLayers: m.gpu_layers,
       aliases: m.aliases,
     },
+    api: { images: a.images, fetchImageUrls: a.fetch_image_urls, maxImageMb: a.max_image_mb },
     engine: {
       slots: e.slots,
       maxContext: e.max_context,
