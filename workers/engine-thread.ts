@@ -18,6 +18,7 @@ import { SequenceOutput } from '../src/engine/sequence-output.js';
 import { StepRunner } from '../src/engine/step-runner.js';
 import { SlotPersistence } from '../src/engine/slot-persistence.js';
 import type { EngineThreadData, EngineThreadLog, EngineThreadMessage } from '../src/engine/thread-protocol.js';
+import { engineInspector } from '../src/engine/inspection.js';
 
 const post = (message: EngineThreadMessage): void => parentPort!.postMessage(message);
 const log: EngineThreadLog = (message, level = 'warn') => post({ type: 'log', level, message });
@@ -77,6 +78,11 @@ const output = new SequenceOutput(new Int32Array(outputBell), settings.streamInt
 const persistence = new SlotPersistence(settings, {
   context, prefixCache, scheduler, sequences, windowKept, log, minTokens: MIN_SHARED_TOKENS, doorbell: doorbellBuffer,
   countCached: (tokens) => Atomics.add(status, StatusWord.CachedPromptTokens, tokens),
+});
+const inspect = engineInspector({
+  sequences, scheduler, prefixCache, slots: settings.slots,
+  stateBytes: (slot) => context.seqStateSize(slot),
+  stored: () => persistence.stored().map(({ tokens, bytes, lastUsed }) => ({ tokens: tokens.length, bytes, lastUsed })),
 });
 const steps = new StepRunner(context, settings, settings.overlapSteps ?? wholeModelOnGpu, sequences, {
   launched,
@@ -232,7 +238,7 @@ function takeCommands(): boolean {
       const seq = sequences.get(command.id);
       if (seq) finish(seq, 'cancelled');
       if (command.abandon) output.abandon(command.id);
-    }
+    } else if (command.type === 'inspect') post({ type: 'inspection', inspection: inspect() });
   }
   return true;
 }

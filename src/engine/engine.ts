@@ -8,6 +8,7 @@ import { BellListener, createBell, ringBell } from './output-bell.js';
 import { readStatus, STATUS_WORDS, type EngineStatus } from './status.js';
 import type { EngineCommand, EngineSettings, FinalStats, GenerateParams } from './types.js';
 import type { EngineThreadData, EngineThreadMessage } from './thread-protocol.js';
+import type { EngineInspection } from './inspection.js';
 import { startWorker } from '../threads.js';
 
 /** Where the engine's own messages go (the server passes its logger). */
@@ -23,6 +24,13 @@ export type GenerationEvent =
   | { type: 'started'; cachedPromptTokens: number }
   | { type: 'text'; token: number; text: string }
   | ({ type: 'final' } & FinalStats);
+
+/** A generation's events, and the engine's id for it (as EngineInspection names its requests). */
+export interface Generation extends AsyncIterable<GenerationEvent> {
+  readonly id: number;
+}
+
+const NOTHING_INSPECTED: EngineInspection = { requests: [], memoryPrefixes: [], diskPrefixes: [] };
 
 /** Every slot is busy and the queue is full. */
 export class EngineOverloadedError extends Error {
@@ -47,6 +55,8 @@ export class Engine {
   private readonly outputBell: BellListener;
   private readonly statusWords: Int32Array;
   private closed = false;
+  /** The answer the engine thread owes to the inspect command sent last. */
+  private inspection?: { promise: Promise<EngineInspection>; resolve: (inspection: EngineInspection) => void };
 
   private constructor(
     readonly settings: EngineSettings,
@@ -77,9 +87,11 @@ export class Engine {
     const data: EngineThreadData = { settings, commands: channel.port2, doorbell, outputBell, status };
     const worker = startWorker('../../workers/engine-thread', import.meta.url, { workerData: data, transferList: [channel.port2] });
     let model: ModelInfo;
+    let engineRef: Engine | undefined;
     try {
       worker.on('message', (message: EngineThreadMessage) => {
         if (message.type === 'log') log(message.level, message.message);
+        else if (message.type === 'inspection') engineRef?.answerInspection(message.inspection);
       });
       model = await new Promise<ModelInfo>((resolve, reject) => {
         worker.on('message', (message: EngineThreadMessage) => {
@@ -95,6 +107,7 @@ export class Engine {
     worker.removeAllListeners('exit');
     worker.removeAllListeners('error');
     const engine = new Engine(settings, model, vocab, worker, channel.port1, doorbell, outputBell, status, log);
+    engineRef = engine;
     worker.on('error', (err) => engine.onThreadDied(err));
     worker.on('exit', (code) => engine.onThreadDied(new Error(`engine thread exited (code ${code})`)));
     return engine;
@@ -111,6 +124,7 @@ export class Engine {
     }
     this.outstanding.clear();
     ringBell(new Int32Array(this.outputBellBuffer));
+    this.answerInspection(NOTHING_INSPECTED);
   }
 
   get alive(): boolean {
@@ -130,13 +144,33 @@ export class Engine {
   }
 
   /**
+   * What the engine thread holds now: its requests' states and the cached prefixes. Answered between steps
+   * (after the running one, which may take a while on a long prompt); calls meanwhile share that answer.
+   */
+  inspect(): Promise<EngineInspection> {
+    if (this.closed) return Promise.resolve(NOTHING_INSPECTED);
+    if (!this.inspection) {
+      let resolve!: (inspection: EngineInspection) => void;
+      const promise = new Promise<EngineInspection>((r) => (resolve = r));
+      this.inspection = { promise, resolve };
+      this.send({ type: 'inspect' });
+    }
+    return this.inspection.promise;
+  }
+
+  private answerInspection(inspection: EngineInspection): void {
+    this.inspection?.resolve(inspection);
+    this.inspection = undefined;
+  }
+
+  /**
    * Generates from a prompt. The events are each generated token's text, then one final record.
    * Aborting the signal cancels the generation (its slot is freed at once); the final record then says
    * `cancelled`. Leaving the loop early cancels it too. Throws PromptTooLongError when the prompt leaves
    * no room to generate within maxContext, EngineOverloadedError when the queue is full. The caller must iterate
    * the result (a generation counts as outstanding until its loop ends).
    */
-  generate(prompt: Int32Array | number[], params: GenerateParams, signal?: AbortSignal): AsyncIterable<GenerationEvent> {
+  generate(prompt: Int32Array | number[], params: GenerateParams, signal?: AbortSignal): Generation {
     if (this.closed) throw new Error('engine is closed');
     const tokens = prompt instanceof Int32Array ? prompt : Int32Array.from(prompt);
     const maxPrompt = this.settings.maxContext - 1;
@@ -155,6 +189,7 @@ export class Engine {
     if (signal?.aborted) onAbort();
     const engine = this;
     return {
+      id,
       async *[Symbol.asyncIterator]() {
         let ended = false;
         try {
@@ -185,6 +220,7 @@ export class Engine {
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
     this.commands.postMessage({ type: 'shutdown' } satisfies EngineCommand);
     this.ring();
+    this.answerInspection(NOTHING_INSPECTED);
     await exited;
     this.vocab.free();
   }

@@ -55,6 +55,11 @@ export class SlotPrefixCache {
     return this.held[slot];
   }
 
+  /** When the slot's request left it (epoch milliseconds). */
+  lastUse(slot: number): number {
+    return this.lastUsed[slot];
+  }
+
   /** Records what a slot holds as its request leaves it. */
   store(slot: number, tokens: Int32Array, now: number): void {
     this.held[slot] = tokens;

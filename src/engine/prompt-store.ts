@@ -122,6 +122,11 @@ export class PromptStore {
     return this.entries.size;
   }
 
+  /** The stored prefixes. */
+  list(): StoredPrefix[] {
+    return [...this.entries.values()];
+  }
+
   /** The stored prefix sharing the most tokens with `prompt`. */
   longest(prompt: Int32Array): { entry: StoredPrefix; shared: number } | undefined {
     let best: { entry: StoredPrefix; shared: number } | undefined;

@@ -54,6 +54,11 @@ export class SlotPersistence {
     return { slot, cached: 0, loading: stored.shared };
   }
 
+  /** The prefixes saved on disk. */
+  stored(): StoredPrefix[] {
+    return this.store?.list() ?? [];
+  }
+
   /** Handles the jobs the file thread finished: saved prefixes indexed (or why not logged), loads applied. */
   takeResults(): void {
     for (let result = this.files?.take(); result; result = this.files!.take()) this.done(result);

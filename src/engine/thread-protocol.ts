@@ -3,6 +3,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { ModelInfo, NativeContext } from '../native.js';
 import type { EngineSettings } from './types.js';
+import type { EngineInspection } from './inspection.js';
 
 export interface EngineThreadData {
   settings: EngineSettings;
@@ -18,6 +19,7 @@ export interface EngineThreadData {
 /** Messages to the main thread. */
 export type EngineThreadMessage =
   | { type: 'ready'; model: ModelInfo; context: ReturnType<NativeContext['info']> }
-  | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string };
+  | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string }
+  | { type: 'inspection'; inspection: EngineInspection };
 
 export type EngineThreadLog = (message: string, level?: 'info' | 'warn' | 'error') => void;

@@ -90,4 +90,6 @@ export type EngineCommand =
   | { type: 'submit'; id: number; prompt: Int32Array; params: GenerateParams; ring: SharedArrayBuffer; submittedAt: number }
   /** abandon: the reader is gone, so records still waiting for ring room are dropped. */
   | { type: 'cancel'; id: number; abandon: boolean }
+  /** Asks for an EngineInspection (answered with an `inspection` message). */
+  | { type: 'inspect' }
   | { type: 'shutdown' };
