@@ -4,14 +4,16 @@ import { workerData } from 'piscina';
 import { ChatRenderer } from '../src/chat/renderer.js';
 import { toChatRequest } from '../src/api/convert.js';
 import { ApiError } from '../src/api/errors.js';
+import { imageNotes } from '../src/api/images.js';
 import type { PrepareResult, PrepareTask, PrepareWorkerData } from '../src/chat/prepare-pool.js';
 
-const { modelPath, templateFile } = workerData as PrepareWorkerData;
+const { modelPath, templateFile, images } = workerData as PrepareWorkerData;
 const renderer = ChatRenderer.load(modelPath, templateFile);
+const imageHandler = imageNotes(images);
 
 export default function prepare(task: PrepareTask): PrepareResult {
   try {
-    const prepared = renderer.prepare(toChatRequest(task.request), task.maxTokens);
+    const prepared = renderer.prepare(toChatRequest(task.request, imageHandler), task.maxTokens);
     return { ok: true, ...prepared };
   } catch (err) {
     // Errors cross the thread boundary as data: an ApiError keeps its status and type.

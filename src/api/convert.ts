@@ -3,6 +3,7 @@
 import type { ChatRenderRequest } from '../native.js';
 import type { GenerateParams } from '../engine/types.js';
 import { ApiError } from './errors.js';
+import { DEFAULT_IMAGE_OPTIONS, imageNotes, type ImageHandler } from './images.js';
 import {
   isCustomTool,
   type ContentBlockParam,
@@ -40,8 +41,8 @@ function systemText(system: SystemParam): string {
   return texts.map((text) => text.replace(BILLING_HEADER, '')).filter((text) => text.length > 0).join('\n');
 }
 
-/** The text of blocks that can only be text here; anything else is a clear 400. */
-function textOf(blocks: ContentBlockParam[] | TextBlockParam[] | string, where: string): string {
+/** The text of blocks that can only be text here (an image becomes what `images` puts in its place); anything else is a clear 400. */
+function textOf(blocks: ContentBlockParam[] | TextBlockParam[] | string, where: string, images: ImageHandler): string {
   if (typeof blocks === 'string') return blocks;
   return blocks
     .map((block, i) => {
@@ -49,7 +50,7 @@ function textOf(blocks: ContentBlockParam[] | TextBlockParam[] | string, where: 
         case 'text':
           return block.text;
         case 'image':
-          throw invalid(`${where}.${i}: this model cannot see images`);
+          return images(block, `${where}.${i}`);
         case 'document':
           if (block.source.type === 'text') return block.source.data;
           throw invalid(`${where}.${i}: only plain-text documents are supported by this model`);
@@ -60,12 +61,12 @@ function textOf(blocks: ContentBlockParam[] | TextBlockParam[] | string, where: 
     .join('\n');
 }
 
-function toolResultText(block: ToolResultBlockParam, where: string): string {
-  const content = block.content === undefined ? '' : textOf(block.content as ContentBlockParam[] | string, `${where}.content`);
+function toolResultText(block: ToolResultBlockParam, where: string, images: ImageHandler): string {
+  const content = block.content === undefined ? '' : textOf(block.content as ContentBlockParam[] | string, `${where}.content`, images);
   return block.is_error ? `Error: ${content}` : content;
 }
 
-function convertMessages(request: CountTokensRequest): ChatMessage[] {
+function convertMessages(request: CountTokensRequest, images: ImageHandler): ChatMessage[] {
   const out: ChatMessage[] = [];
   if (request.system !== undefined) {
     const text = systemText(request.system);
@@ -74,7 +75,7 @@ function convertMessages(request: CountTokensRequest): ChatMessage[] {
   request.messages.forEach((message, m) => {
     const where = `messages.${m}.content`;
     if (message.role === 'system') {
-      out.push({ role: 'system', content: textOf(message.content, where) });
+      out.push({ role: 'system', content: textOf(message.content, where, images) });
       return;
     }
     const blocks: ContentBlockParam[] = typeof message.content === 'string' ? [{ type: 'text', text: message.content }] : message.content;
@@ -103,10 +104,10 @@ function convertMessages(request: CountTokensRequest): ChatMessage[] {
     const rest: ContentBlockParam[] = [];
     blocks.forEach((block, i) => {
       if (block.type === 'tool_result') {
-        out.push({ role: 'tool', tool_call_id: block.tool_use_id, content: toolResultText(block, `${where}.${i}`) });
+        out.push({ role: 'tool', tool_call_id: block.tool_use_id, content: toolResultText(block, `${where}.${i}`, images) });
       } else rest.push(block);
     });
-    if (rest.length > 0) out.push({ role: 'user', content: textOf(rest, where) });
+    if (rest.length > 0) out.push({ role: 'user', content: textOf(rest, where, images) });
   });
   return out;
 }
@@ -142,10 +143,11 @@ export function thinkingRequested(request: CountTokensRequest): boolean {
   return request.thinking?.type === 'enabled' || request.thinking?.type === 'adaptive';
 }
 
-export function toChatRequest(request: CountTokensRequest): ChatRenderRequest {
+/** `images` puts text in each image block's place: by default, a note (the model cannot see it). */
+export function toChatRequest(request: CountTokensRequest, images: ImageHandler = imageNotes(DEFAULT_IMAGE_OPTIONS)): ChatRenderRequest {
   const { tools, toolChoice, parallel } = convertTools(request);
   return {
-    messages: convertMessages(request),
+    messages: convertMessages(request, images),
     ...(tools.length > 0 && { tools }),
     toolChoice,
     parallelToolCalls: parallel,

@@ -6,10 +6,13 @@ import type { CountTokensRequest } from '../api/schemas.js';
 import type { ApiErrorType } from '../api/errors.js';
 import { ApiError } from '../api/errors.js';
 import type { PreparedChat } from './renderer.js';
+import { DEFAULT_IMAGE_OPTIONS, type ImageOptions } from '../api/images.js';
+import { fetchImageUrls } from '../api/image-urls.js';
 
 export interface PrepareWorkerData {
   modelPath: string;
   templateFile?: string;
+  images: ImageOptions;
   /** Set when running from source: the TypeScript entry that scripts/tsx-worker.mjs loads. */
   tsxEntry?: string;
 }
@@ -26,11 +29,14 @@ export type PrepareResult =
 
 export class PreparePool {
   private readonly pool: Piscina<PrepareTask, PrepareResult>;
+  private readonly images: ImageOptions;
 
-  constructor(options: { modelPath: string; templateFile?: string; threads: number }) {
+  /** `images`: how images are handled (default: noted, up to Anthropic's 5 MiB). */
+  constructor(options: { modelPath: string; templateFile?: string; threads: number; images?: ImageOptions }) {
     const fromSource = import.meta.url.endsWith('.ts');
     const entry = new URL('../../workers/prepare' + (fromSource ? '.ts' : '.js'), import.meta.url);
-    const workerData: PrepareWorkerData = { modelPath: options.modelPath, templateFile: options.templateFile };
+    this.images = options.images ?? DEFAULT_IMAGE_OPTIONS;
+    const workerData: PrepareWorkerData = { modelPath: options.modelPath, templateFile: options.templateFile, images: this.images };
     if (fromSource) workerData.tsxEntry = entry.href;
     this.pool = new Piscina({
       filename: fromSource ? fileURLToPath(new URL('../../scripts/tsx-worker.mjs', import.meta.url)) : fileURLToPath(entry),
@@ -42,10 +48,12 @@ export class PreparePool {
   }
 
   /**
-   * Renders and tokenizes a request; a request the template cannot take, or a prompt that its length alone
-   * proves longer than `maxTokens`, is an ApiError (400).
+   * Renders and tokenizes a request (its image URLs fetched first, when that is on); a request the template
+   * cannot take, an image that cannot be used, or a prompt that its length alone proves longer than
+   * `maxTokens`, is an ApiError (400).
    */
   async prepare(request: CountTokensRequest, maxTokens?: number): Promise<PreparedChat> {
+    await fetchImageUrls(request, this.images);
     const result = await this.pool.run({ request, maxTokens });
     if (!result.ok) throw new ApiError(result.status, result.type, result.message);
     return result;

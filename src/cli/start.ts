@@ -7,6 +7,7 @@ import { Engine } from '../engine/engine.js';
 import { buildServer, type ServerState } from '../server/app.js';
 import { exitOnSignals } from '../server/shutdown.js';
 import { PreparePool } from '../chat/prepare-pool.js';
+import { imageOptionsOf } from '../api/images.js';
 import type { ModelInfo } from '../api/models.js';
 import { engineSettings } from '../engine/settings.js';
 import { renderPlan } from '../model/memory-plan.js';
@@ -84,7 +85,7 @@ export async function run(args: string[]): Promise<ExitCode | undefined> {
 
   const settings = engineSettings(config);
   const state: ServerState = {};
-  const pool = new PreparePool({ modelPath: settings.modelPath, threads: 2 });
+  const pool = new PreparePool({ modelPath: settings.modelPath, threads: 2, images: imageOptionsOf(config, false) });
   const app = await buildServer({ config, state, pool, model: await modelInfoOf(settings.modelPath) });
   await app.listen({ host: config.server.host, port: config.server.port });
   app.log.info(

@@ -5,6 +5,7 @@ import type { DestinationStream } from 'pino';
 import { loadConfig, type PensieveConfig } from '../../src/config.js';
 import { Engine } from '../../src/engine/engine.js';
 import { PreparePool } from '../../src/chat/prepare-pool.js';
+import { imageOptionsOf } from '../../src/api/images.js';
 import { buildServer, type ServerState } from '../../src/server/app.js';
 import { engineSettings } from '../../src/engine/settings.js';
 
@@ -31,8 +32,9 @@ export function logSink(): { stream: Writable; lines: Record<string, unknown>[] 
 }
 
 export interface TestServerOptions {
-  /** Overrides of the [server] and [log] sections (snake_case keys, as in the TOML). */
+  /** Overrides of the [server], [api] and [log] sections (snake_case keys, as in the TOML). */
   server?: Record<string, unknown>;
+  api?: Record<string, unknown>;
   log?: Record<string, unknown>;
   /** Receives the JSON log lines. */
   logStream?: DestinationStream;
@@ -53,6 +55,7 @@ export async function startTestServer(
     overrides: {
       server: { port: 0, ...options.server },
       model: { path: modelPath },
+      api: { ...options.api },
       log: { level: 'warn', ...options.log },
       engine: { slots: 4, pool_tokens: 65536, max_context: 16384, kv_type: 'f16', threads: 2, ...engine },
       cache: { max_mb: 0 }, // tests never write to the user's cache folder
@@ -60,7 +63,7 @@ export async function startTestServer(
   });
   const state: ServerState = {};
   const settings = engineSettings(config);
-  const pool = new PreparePool({ modelPath, threads: 1 });
+  const pool = new PreparePool({ modelPath, threads: 1, images: imageOptionsOf(config, false) });
   state.engine = await Engine.start(settings);
   const app = await buildServer({ config, state, pool, model: { id: 'test-model', displayName: 'test model', createdAt: new Date(0).toISOString() }, pingSeconds, logStream: options.logStream });
   await app.listen({ host: '127.0.0.1', port: 0 });
