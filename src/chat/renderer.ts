@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { loadAddon, type ChatRenderRequest, type NativeChatTemplates, type NativeModel, type RenderedChat } from '../native.js';
 import { projectRoot } from '../paths.js';
 import { ApiError, promptTooLong } from '../api/errors.js';
+import type { PromptImage } from '../engine/types.js';
 
 export interface PreparedChat {
   tokens: Int32Array;
@@ -15,6 +16,8 @@ export interface PreparedChat {
    * when a tool call is required. The output parser must read it before the generated text.
    */
   outputPrefix: string;
+  /** The prompt's image tokens (a vision model's: src/chat/vision-renderer.ts). */
+  images?: PromptImage[];
 }
 
 /**
@@ -127,7 +130,7 @@ export class ChatRenderer {
    * Tokenizing megabytes takes seconds, so a prompt whose length alone proves it longer than `maxTokens`
    * is refused first: no token covers more bytes than the vocabulary's longest piece.
    */
-  private tokenize(prompt: string, maxTokens?: number): Int32Array {
+  protected tokenize(prompt: string, maxTokens?: number): Int32Array {
     if (maxTokens !== undefined) {
       const atLeast = Math.ceil(Buffer.byteLength(prompt, 'utf8') / this.longestPiece());
       if (atLeast > maxTokens) throw promptTooLong(atLeast, maxTokens);

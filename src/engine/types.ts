@@ -21,6 +21,19 @@ export interface GenerateParams {
   grammar?: GrammarSettings;
   /** Special tokens whose text is emitted; other special tokens are not part of the text. */
   shownSpecialTokens?: Int32Array;
+  /** The prompt's image tokens, in order (a vision model's). */
+  images?: PromptImage[];
+}
+
+/**
+ * Image tokens in a prompt: positions [start, start + count) hold image chunk `chunk`'s embeddings (its
+ * tokens there are placeholders: negative ids derived from the chunk's key, so that prefixes match by content).
+ */
+export interface PromptImage {
+  start: number;
+  count: number;
+  /** The chunk's key in the projector (src/chat/vision-renderer.ts). */
+  chunk: string;
 }
 
 export interface GrammarSettings {
