@@ -13,6 +13,8 @@ Downloads a GGUF model from Hugging Face into model.folder (default: <platform c
 <owner>/<repo>/<file>. REF is owner/repo/file.gguf, owner/repo (its only .gguf, or its only
 Q4_K_M one), or an alias of the catalogue: \`pensieve models --available\` lists them, with their
 download size and expected context on this machine. Default: ${DEFAULT_MODEL}.
+A repo that has a multimodal projector (an mmproj GGUF: a vision model's) gets it downloaded too,
+beside the model, where \`pensieve start\` finds it.
 
 An interrupted download is resumed (from <file>.partial) by the next pull; the file is checked
 against the size and sha256 the hub reports before it takes its place. Progress goes to stderr,
@@ -40,6 +42,7 @@ export async function run(args: string[]): Promise<ExitCode> {
     const check = result.sha256 ? `sha256 ${result.sha256}` : 'size only: the hub reported no sha256';
     process.stderr.write(`downloaded ${formatBytes(result.size)} (${check})\n`);
   } else process.stderr.write('already downloaded\n');
+  if (result.projector) process.stderr.write(`with its projector (images): ${result.projector}\n`);
   process.stdout.write(`${result.path}\n`);
   return ExitCode.Ok;
 }

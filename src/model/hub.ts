@@ -65,11 +65,24 @@ export async function listGgufFiles(hub: HubOptions, repo: string): Promise<stri
   return (body.siblings ?? []).map((s) => s.rfilename).filter(isGguf);
 }
 
-/** The repo's only GGUF, else its only Q4_K_M (the usual 4-bit choice); anything else needs a file name. */
-export function pickGguf(repo: string, files: string[]): string {
+/** A vision model's multimodal projector (mmproj GGUF), which repos keep beside the model's files. */
+export const isProjectorFile = (file: string): boolean => /(^|[/_.-])mmproj/i.test(file);
+
+/**
+ * The repo's only GGUF, else its only Q4_K_M (the usual 4-bit choice); anything else needs a file name.
+ * Projector files are not models.
+ */
+export function pickGguf(repo: string, allFiles: string[]): string {
+  const files = allFiles.filter((f) => !isProjectorFile(f));
   if (files.length === 1) return files[0]!;
   const q4 = files.filter((f) => /q4_k_m/i.test(f));
   if (q4.length === 1) return q4[0]!;
   if (files.length === 0) throw new Error(`${repo} has no .gguf file`);
   throw new Error(`${repo} has several .gguf files; name one as ${repo}/<file>:\n  ${files.join('\n  ')}`);
+}
+
+/** The repo's projector, if it has one: of several, the f16 one (as llama.cpp's own repos ship), else bf16, else the first. */
+export function pickProjector(files: string[]): string | undefined {
+  const projectors = files.filter(isProjectorFile).sort();
+  return projectors.find((f) => /f16/i.test(f) && !/bf16/i.test(f)) ?? projectors.find((f) => /bf16/i.test(f)) ?? projectors[0];
 }

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { readdir, rm, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { hubRefName, type HubRef } from './hub.js';
+import { hubRefName, isProjectorFile, pickProjector, type HubRef } from './hub.js';
 
 export interface LocalModel {
   /** `owner/repo/file`, usable as a model reference. */
@@ -45,10 +45,22 @@ export async function findLocalModel(folder: string, ref: HubRef): Promise<strin
     const file = modelPath(folder, ref.repo, ref.file);
     return existsSync(file) ? file : undefined;
   }
-  const inRepo = (await listLocalModels(folder)).filter((m) => !m.partial && m.name.startsWith(`${ref.repo}/`));
+  const inRepo = (await listLocalModels(folder)).filter((m) => !m.partial && m.name.startsWith(`${ref.repo}/`) && !isProjectorFile(m.name));
   if (inRepo.length > 1)
     throw new Error(`${ref.repo} has several local models; name one:\n  ${inRepo.map((m) => m.name).join('\n  ')}`);
   return inRepo[0]?.path;
+}
+
+/**
+ * The projector kept beside a model downloaded into `folder` (`pensieve pull` fetches a repo's with its
+ * model), if any; undefined for a model file elsewhere, where a projector beside it may not be its own.
+ */
+export async function findLocalProjector(folder: string, modelFile: string): Promise<string | undefined> {
+  const root = path.resolve(folder) + path.sep;
+  const dir = path.dirname(path.resolve(modelFile));
+  if (!dir.startsWith(root) || !existsSync(dir)) return undefined;
+  const file = pickProjector((await readdir(dir)).filter((f) => /\.gguf$/i.test(f)));
+  return file && path.join(dir, file);
 }
 
 /**
