@@ -6,7 +6,7 @@
 // call) goes into the next request's prompt.
 //
 // Random weights write gibberish, so what is checked is what the template, the grammar and the parser make
-// of it. Where the server cannot force a call for a family yet, the check is a `todo` that says why.
+// of it.
 import t, { type Test } from 'tap';
 import { Ajv } from 'ajv';
 import { CATALOGUE, type ModelFamily } from '../src/model/catalogue.js';
@@ -55,29 +55,11 @@ const question = [{ role: 'user', content: 'What is the weather in Paris?' }];
 const thinkingOn = { type: 'enabled', budget_tokens: 1024 };
 
 /**
- * What the server cannot do yet for a family, and why (each is a `todo`, run to show it):
- * - toolUse: the forced call itself. The server forces a call by prefilling the format's tool-call opening, a
- *   word that llama.cpp's lazy grammar triggers on; these formats have none, so llama.cpp's own "required"
- *   grammar is used, which lets the answer start otherwise (and random weights seldom or never stop).
- * - oneCall: disable_parallel_tool_use. llama.cpp's Hermes grammar takes more calls even with
- *   parallel_tool_calls off (root ::= tool-call | tool-calls), and random weights sometimes write two.
+ * Enough for an enum and a boolean under the grammar. The forced calls are asked for without thinking: with
+ * thinking, a template that reasons (harmony) is left to reason before its call, which random weights never
+ * end; the thinking test below asks for that.
  */
-const GAPS: Partial<Record<ModelFamily, { toolUse?: string; oneCall?: string }>> = {
-  qwen3: { oneCall: "llama.cpp's Hermes grammar allows more calls with parallel_tool_calls off" },
-  llama3: {
-    toolUse:
-      "Llama 3.1's JSON tool calls have no opening word to prefill: llama.cpp's required grammar lets any text without '{' " +
-      'come first, which random weights write for hundreds of tokens',
-  },
-  'gpt-oss': {
-    toolUse:
-      "harmony has no opening word to prefill: llama.cpp's required grammar lets the answer reason on the analysis channel " +
-      'first, and random weights never close it (<|end|>)',
-  },
-};
-/** Enough for an enum and a boolean under the grammar; a gap's todo runs with less, only to show it. */
 const CALL_TOKENS = 300;
-const GAP_TOKENS = 48;
 /** Sampling: top-k keeps the grammar's checks cheap on a 150-200k vocabulary; the seed is fixed, so runs repeat. */
 const SAMPLING = { temperature: 0.7, top_k: 40 };
 
@@ -96,8 +78,6 @@ for (const family of families) {
     t.teardown(() => server.close());
     const tool = toolFor(family);
     const validate = new Ajv().compile(tool.input_schema);
-    const gap = GAPS[family];
-    const maxTokens = gap?.toolUse ? GAP_TOKENS : CALL_TOKENS;
     const thinking = f.reasons ? { thinking: thinkingOn } : {};
 
     const checkCall = (t: Test, message: Message) => {
@@ -108,22 +88,22 @@ for (const family of families) {
         t.match(call, { id: /^toolu_/, name: tool.name });
         t.ok(validate(call.input), `input ${JSON.stringify(call.input)} satisfies the input_schema`);
       }
-      t.equal(calls.length, 1, 'one call: parallel calls are off', { todo: gap?.oneCall });
+      t.equal(calls.length, 1, 'one call: parallel calls are off');
       t.same(message.content.map((b) => b.type).filter((type) => type !== 'thinking'), calls.map(() => 'tool_use'), 'nothing but the call (and thinking)');
     };
 
-    t.test('a forced tool call (tool_choice tool), not streamed', { todo: gap?.toolUse }, async (t) => {
+    t.test('a forced tool call (tool_choice tool), not streamed', async (t) => {
       const response = await postMessage(server.url, {
-        model: 'claude-x', max_tokens: maxTokens, ...SAMPLING, messages: question, tools: [tool], ...thinking,
+        model: 'claude-x', max_tokens: CALL_TOKENS, ...SAMPLING, messages: question, tools: [tool],
         tool_choice: { type: 'tool', name: tool.name, disable_parallel_tool_use: true },
       });
       t.equal(response.statusCode, 200);
       checkCall(t, (await readJson(response)) as unknown as Message);
     });
 
-    t.test('a forced tool call (tool_choice any), streamed', { todo: gap?.toolUse }, async (t) => {
+    t.test('a forced tool call (tool_choice any), streamed', async (t) => {
       const response = await postMessage(server.url, {
-        model: 'claude-x', max_tokens: maxTokens, ...SAMPLING, stream: true, messages: question, tools: [tool], ...thinking,
+        model: 'claude-x', max_tokens: CALL_TOKENS, ...SAMPLING, stream: true, messages: question, tools: [tool],
         tool_choice: { type: 'any', disable_parallel_tool_use: true },
       });
       t.equal(response.statusCode, 200);

@@ -99,18 +99,20 @@ class Transcript {
   readonly builder: MessageBuilder;
   private readonly parser;
   private ended = false;
+  private opening: StreamEvent[] = [];
 
   /** `onSingleCallDone`: the one tool call allowed is complete, so the generation can stop there. */
   constructor(prepared: PreparedChat, showThinking: boolean, parseToolCalls: boolean, singleToolCall: boolean, private readonly onSingleCallDone: () => void) {
     const { chat } = prepared;
     this.builder = new MessageBuilder(showThinking, singleToolCall);
     this.parser = new (loadAddon().ChatParser)({ format: chat.format, generationPrompt: chat.generationPrompt, parser: chat.parser, parseToolCalls });
-    // A forced opening (e.g. of a tool call) is part of the answer the parser reads, though not generated.
-    if (prepared.outputPrefix !== '') this.builder.apply(this.parser.update(prepared.outputPrefix, true));
+    // A forced opening (e.g. of a tool call) is part of the answer the parser reads, though not generated:
+    // what it already makes of it (a tool_use block's start) goes out with the first generated text.
+    if (prepared.outputPrefix !== '') this.opening = this.builder.apply(this.parser.update(prepared.outputPrefix, true));
   }
 
   push(text: string): StreamEvent[] {
-    const events = this.builder.apply(this.parser.update(text, true));
+    const events = [...this.takeOpening(), ...this.builder.apply(this.parser.update(text, true))];
     if (!this.ended && this.builder.singleCallDone) {
       this.ended = true;
       this.onSingleCallDone();
@@ -119,7 +121,13 @@ class Transcript {
   }
 
   end(): StreamEvent[] {
-    return [...this.builder.apply(this.parser.update('', false)), ...this.builder.finish()];
+    return [...this.takeOpening(), ...this.builder.apply(this.parser.update('', false)), ...this.builder.finish()];
+  }
+
+  private takeOpening(): StreamEvent[] {
+    const events = this.opening;
+    this.opening = [];
+    return events;
   }
 }
 

@@ -36,6 +36,9 @@ interface GrammarError extends Error {
 }
 const isGrammarError = (err: unknown): err is GrammarError => (err as { code?: unknown } | undefined)?.code === 'ERR_GRAMMAR';
 
+/** The one key of the arguments that a rendered example call is given, to find where its arguments start. */
+const ARGUMENTS_MARK = 'pensieve_arguments_start';
+
 export class ChatRenderer {
   /** Why the model's own template was replaced, if it was. */
   readonly templateNote: string | undefined;
@@ -81,7 +84,13 @@ export class ChatRenderer {
     }
   }
 
-  /** See prepare; a prompt that cannot fit `maxTokens` is refused (400), when it is given. */
+  /**
+   * See prepare; a prompt that cannot fit `maxTokens` is refused (400), when it is given.
+   * Formats whose tool calls open with a trigger word (Hermes' <tool_call>) are prefilled with it, and their
+   * lazy grammar starts from it. Formats without one (Llama 3.1's bare JSON, harmony's channel header) are
+   * prefilled with the template's own rendering of a call up to its arguments, which their "required"
+   * grammar accepts: it then holds the arguments to the schema (unless the answer should reason first).
+   */
   private build(request: ChatRenderRequest, maxTokens: number | undefined): PreparedChat {
     if (request.toolChoice === 'required') {
       const auto = this.templates.render(JSON.stringify({ ...request, toolChoice: 'auto' }));
@@ -94,9 +103,39 @@ export class ChatRenderer {
           outputPrefix: auto.toolCallStart,
         };
       }
+      const { prompt, ...chat } = this.templates.render(JSON.stringify(request));
+      // With thinking asked for, a template that reasons (harmony) is left to reason before its call, as trained.
+      const reasonsFirst = request.enableThinking === true && chat.supportsThinking;
+      const opening = reasonsFirst || chat.grammarLazy || chat.grammar === '' ? '' : this.renderedCallOpening(request, prompt);
+      if (opening !== '') {
+        const grammarPrefill = new Int32Array([...chat.grammarPrefill, ...this.vocab.tokenize(opening, false, true)]);
+        return { tokens: this.tokenize(prompt + opening, maxTokens), chat: { ...chat, grammarPrefill }, outputPrefix: opening };
+      }
+      return { tokens: this.tokenize(prompt, maxTokens), chat, outputPrefix: '' };
     }
     const { prompt, ...chat } = this.templates.render(JSON.stringify(request));
     return { tokens: this.tokenize(prompt, maxTokens), chat, outputPrefix: '' };
+  }
+
+  /**
+   * What the template writes after `prompt` (the request rendered for generation) when the answer is a call
+   * to the request's first tool, up to the call's JSON arguments; with several tools, only up to the tool's
+   * name, which the grammar then chooses. '' where the template writes calls otherwise (XML parameters), or
+   * where the request's rendering is not the start of the conversation that holds the call.
+   */
+  private renderedCallOpening(request: ChatRenderRequest, prompt: string): string {
+    const tools = (request.tools ?? []) as Array<{ function?: { name?: string } }>;
+    const name = tools[0]?.function?.name;
+    if (!name) return '';
+    const call = { id: 'call_0', type: 'function', function: { name, arguments: `{"${ARGUMENTS_MARK}":0}` } };
+    const messages = [...request.messages, { role: 'assistant', content: '', tool_calls: [call] }];
+    const withCall = this.templates.render(JSON.stringify({ ...request, messages })).prompt;
+    if (!withCall.startsWith(prompt)) return '';
+    const answer = withCall.slice(prompt.length);
+    const args = answer.search(new RegExp(`\\{\\s*"${ARGUMENTS_MARK}"`));
+    if (args <= 0) return '';
+    const opening = answer.slice(0, args);
+    return tools.length === 1 ? opening : opening.slice(0, Math.max(0, opening.indexOf(name)));
   }
 
   /**
