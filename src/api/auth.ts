@@ -47,10 +47,13 @@ export function validatedKey(request: FastifyRequest): number | undefined {
   return validatedKeys.get(request);
 }
 
+/** Routes that need the key: the API's, and the dashboard's events (its page and files hold no data). */
+const PROTECTED = /^\/v1(\/|$)|^\/dashboard\/events$/;
+
 /**
- * Adds an onRequest hook that rejects requests to /v1 routes without a valid key (401
- * authentication_error). Call it on the root instance. Routes outside /v1 (/health) are open;
- * a request that matches no route is checked too, so unknown paths reveal nothing without a key.
+ * Adds an onRequest hook that rejects requests to /v1 routes and the dashboard's events without a valid key
+ * (401 authentication_error). Call it on the root instance. Other routes (/health, the dashboard's page) are
+ * open; a request that matches no route is checked too, so unknown paths reveal nothing without a key.
  */
 export function registerAuth(app: FastifyInstance, opts: AuthOptions): void {
   // Compare SHA-256 digests in constant time: equal lengths, and neither content nor length leaks.
@@ -59,7 +62,7 @@ export function registerAuth(app: FastifyInstance, opts: AuthOptions): void {
   app.addHook('onRequest', async (request) => {
     // The matched route's pattern, not the raw URL, so encodings (/%761/...) cannot dodge the check.
     const route = request.routeOptions.url;
-    if (route !== undefined && !/^\/v1(\/|$)/.test(route)) return;
+    if (route !== undefined && !PROTECTED.test(route)) return;
     const presented = presentedKey(request);
     let index = -1;
     if (presented) {

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type {} from '@fastify/sse'; // reply.sse and the route's `sse` option
 import { loadAddon } from '../native.js';
-import { EngineOverloadedError, PromptTooLongError, type Engine, type GenerationEvent } from '../engine/engine.js';
+import { EngineOverloadedError, PromptTooLongError, type Engine, type Generation, type GenerationEvent } from '../engine/engine.js';
 import type { FinalStats, GenerateParams } from '../engine/types.js';
 import type { PreparePool } from '../chat/prepare-pool.js';
 import type { PreparedChat } from '../chat/renderer.js';
@@ -19,8 +19,8 @@ export interface MessagesDeps {
   pool: PreparePool;
   /** Seconds between pings while nothing else is sent (waiting in the queue, prefilling). */
   pingSeconds?: number;
-  /** A recorder for each message request (time to first token, inter-token latency). */
-  metrics?: () => RequestMetrics;
+  /** A recorder for each message request (time to first token, inter-token latency, the dashboard's record). */
+  metrics?: (request: FastifyRequest) => RequestMetrics;
   /** Aborted when the server stops: running generations are cancelled and answered 529 overloaded_error, so clients retry. */
   stop?: AbortSignal;
   /** log.prompts: prompt text may be logged. */
@@ -29,7 +29,9 @@ export interface MessagesDeps {
 
 export interface RequestMetrics {
   /** Passes the generation's events through, recording them on the way. */
-  observe(events: AsyncIterable<GenerationEvent>): AsyncIterable<GenerationEvent>;
+  observe(events: Generation): AsyncIterable<GenerationEvent>;
+  /** The answer's stop reason, as the API reports it. */
+  stopped?(reason: StopReason): void;
 }
 
 type StopReason = 'end_turn' | 'max_tokens' | 'stop_sequence' | 'tool_use';
@@ -72,6 +74,7 @@ function generateParams(body: MessagesRequest, prepared: PreparedChat): Generate
     // index tells which kind matched.
     stopSequences: [...(sampling.stopSequences ?? []), ...chat.additionalStops],
     shownSpecialTokens: chat.preservedTokens,
+    ...(prepared.images && { images: prepared.images }),
     ...(chat.grammar !== '' && {
       grammar: {
         gbnf: chat.grammar,
@@ -84,7 +87,7 @@ function generateParams(body: MessagesRequest, prepared: PreparedChat): Generate
   };
 }
 
-function startGeneration(engine: Engine, prepared: PreparedChat, params: GenerateParams, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+function startGeneration(engine: Engine, prepared: PreparedChat, params: GenerateParams, signal: AbortSignal): Generation {
   try {
     return engine.generate(prepared.tokens, params, signal);
   } catch (err) {
@@ -175,6 +178,7 @@ async function completeMessage(
   events: AsyncIterable<GenerationEvent>,
   transcript: Transcript,
   serverStop: AbortSignal | undefined,
+  metrics: RequestMetrics | undefined,
 ) {
   for await (const event of events) {
     if (event.type === 'started') continue;
@@ -187,6 +191,7 @@ async function completeMessage(
     if (failure) throw failure;
     transcript.end();
     const stop = stopOf(event, body, transcript);
+    metrics?.stopped?.(stop.reason);
     return {
       id: messageId(),
       type: 'message',
@@ -210,6 +215,7 @@ async function streamMessage(
   reply: FastifyReply,
   pingSeconds: number,
   serverStop: AbortSignal | undefined,
+  metrics: RequestMetrics | undefined,
 ): Promise<void> {
   let lastSent = Date.now();
   let started = false;
@@ -264,6 +270,7 @@ async function streamMessage(
       }
       await send(transcript.end());
       const stop = stopOf(event, body, transcript);
+      metrics?.stopped?.(stop.reason);
       await send([
         { event: 'message_delta', data: { type: 'message_delta', delta: { stop_reason: stop.reason, stop_sequence: stop.sequence }, usage: usage(event) } },
         { event: 'message_stop', data: { type: 'message_stop' } },
@@ -298,7 +305,7 @@ export function registerMessageRoutes(app: FastifyInstance, deps: MessagesDeps):
     async (request: FastifyRequest, reply: FastifyReply) => {
       const body = request.body as MessagesRequest;
       checkToolNames(body);
-      const metrics = deps.metrics?.();
+      const metrics = deps.metrics?.(request);
       const engine = readyEngine(deps);
       const prepared = await prepare(deps, engine, body);
       logPromptChange(request, sessions, engine, prepared.tokens, deps.logPrompts === true);
@@ -319,8 +326,8 @@ export function registerMessageRoutes(app: FastifyInstance, deps: MessagesDeps):
       const singleCall = choice !== undefined && (choice.type === 'tool' || ('disable_parallel_tool_use' in choice && choice.disable_parallel_tool_use === true));
       const transcript = new Transcript(prepared, thinkingRequested(body) && body.thinking?.type !== 'disabled', prepared.chat.grammar !== '',
         singleCall, () => cancel.abort());
-      if (!body.stream) return completeMessage(request, body, events, transcript, deps.stop);
-      await streamMessage(request, body, prepared, events, transcript, reply, deps.pingSeconds ?? 5, deps.stop);
+      if (!body.stream) return completeMessage(request, body, events, transcript, deps.stop, metrics);
+      await streamMessage(request, body, prepared, events, transcript, reply, deps.pingSeconds ?? 5, deps.stop, metrics);
     });
 
   app.post('/v1/messages/count_tokens', { schema: { body: countTokensRequestSchema } }, async (request) => {

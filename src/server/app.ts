@@ -21,6 +21,7 @@ import { registerHealth } from './health.js';
 import { Metrics } from './metrics.js';
 import { registerGracefulClose } from './shutdown.js';
 import { assertSafeExposure } from './exposure.js';
+import { registerDashboard } from './dashboard/route.js';
 
 export interface ServerState {
   engine?: Engine;
@@ -66,6 +67,7 @@ export async function buildServer({ config, state, pool, model, pingSeconds, log
   metrics.register(app);
   registerHealth(app, state, model.id);
   registerModelRoutes(app, () => model, config.model.aliases);
-  registerMessageRoutes(app, { engine: () => state.engine, pool, pingSeconds, metrics: () => metrics.request(), stop, logPrompts: config.log.prompts });
+  const dashboard = registerDashboard(app, { engine: () => state.engine, loadError: () => state.loadError, modelId: model.id, logPrompts: config.log.prompts });
+  registerMessageRoutes(app, { engine: () => state.engine, pool, pingSeconds, metrics: (request) => dashboard.recorder(request, metrics.request()), stop, logPrompts: config.log.prompts });
   return app;
 }
