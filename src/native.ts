@@ -186,11 +186,41 @@ export interface ChatParserOptions {
   parseToolCalls: boolean;
 }
 
+/** What an image becomes in the prompt: the format's marker tokens, and chunks of image tokens. */
+export type VisionPart = { text: Int32Array } | { chunk: string; tokens: number };
+
+export interface VisionOptions {
+  /** Encode on the GPU (when one is built). */
+  gpu?: boolean;
+  threads?: number;
+  /** The most image tokens one decode takes: the engine's batch size (only the engine thread decodes). */
+  batchSize?: number;
+}
+
+/** A model's multimodal projector (mmproj), shared by every thread of the process that opens it. */
+export interface NativeVision {
+  info(): { embeddingSize: number; nonCausal: boolean };
+  /**
+   * An image file's parts, `id` its content hash (image chunks are keyed by it); decodes and resizes it,
+   * unless it was seen lately. Throws with code 'ERR_IMAGE' when the decoder cannot read it.
+   */
+  tokenize(bytes: Uint8Array, id: string): VisionPart[];
+  /**
+   * One llama_decode of image tokens: tokens [offsets[i], offsets[i] + counts[i]) of chunks[i], at positions
+   * from positions[i], in sequence seqs[i], each chunk encoded first unless its embeddings are kept. Returns
+   * llama_decode's status, -100 when a chunk is no longer kept.
+   */
+  decode(context: NativeContext, chunks: string[], offsets: Int32Array, counts: Int32Array, positions: Int32Array, seqs: Int32Array): number;
+  /** Image chunks this object encoded, and the milliseconds it took. */
+  stats(): { encoded: number; encodeMs: number };
+}
+
 interface Addon {
   Model: new (path: string, options?: ModelOptions) => NativeModel;
   Context: new (model: NativeModel, options: ContextOptions) => NativeContext;
   ChatTemplates: new (model: NativeModel, templateOverride?: string) => NativeChatTemplates;
   ChatParser: new (options: ChatParserOptions) => NativeChatParser;
+  Vision: new (mmprojPath: string, modelPath: string, options?: VisionOptions) => NativeVision;
   systemInfo(): string;
   /** Whether ggml's large CPU buffers allocated from now on use transparent huge pages (false off Linux). */
   useHugePages(on: boolean): boolean;

@@ -9,7 +9,7 @@ import type { ImageBlockParam } from '../src/api/schemas.js';
 import { startTestServer, TEST_KEY, type TestServer } from './helpers/server.js';
 import { tinyModelPath } from './helpers/models.js';
 import { postMessage, readJson, send } from './helpers/http.js';
-import { gifHeader, imageBlock, jpegHeader, pngImage, webpHeader } from './helpers/images.js';
+import { gifHeader, imageBlock, jpegHeader, pngImage, readToolConversation, webpHeader } from './helpers/images.js';
 
 const png = pngImage(40, 30);
 const block = (bytes: Buffer, mediaType = 'image/png') => imageBlock(bytes, mediaType) as ImageBlockParam;
@@ -67,19 +67,6 @@ async function refusedByServer(t: Test, server: TestServer, body: Record<string,
   const response = await postMessage(server.url, body);
   t.equal(response.statusCode, 400);
   t.match(await readJson(response), { type: 'error', error: { type: 'invalid_request_error', message } });
-}
-
-/** Claude Code's turn after its Read tool opened a PNG: the image comes back inside the tool_result. */
-export function readToolConversation(image: Buffer): Record<string, unknown> {
-  return {
-    model: 'claude-test', max_tokens: 8, temperature: 0,
-    tools: [{ name: 'Read', description: 'Reads a file', input_schema: { type: 'object', properties: { file_path: { type: 'string' } }, required: ['file_path'] } }],
-    messages: [
-      { role: 'user', content: [{ type: 'text', text: 'What is in screenshot.png?' }] },
-      { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_01', name: 'Read', input: { file_path: '/tmp/screenshot.png' } }] },
-      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_01', content: [imageBlock(image)] }] },
-    ],
-  };
 }
 
 t.test('a text-only model answers with a note in place of each image', async (t) => {

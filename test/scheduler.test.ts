@@ -299,3 +299,25 @@ t.test('preempted requests come back before any new request is admitted', async 
   t.same(next.resumed.map((r) => r.id), [2]);
   t.same(next.admitted.map((a) => a.id), [3], 'then the new one');
 });
+
+t.test('prompt chunks end at image breaks; a whole image waits for a step with room for all of it', async (t) => {
+  const s = new Scheduler({ poolCells: 1 << 20, slots: 2, stepTokenBudget: 16, queueLength: 8, fillCompletingSteps: true });
+  s.submit({ id: 1, promptLength: 40, breaks: [5, 25] }); // text 0-5, image 5-25 (20 tokens, over the budget), text 25-40
+  const chunks: Array<[number, number]> = [];
+  for (let plan = s.plan(); plan.tokens > 0; plan = s.plan()) {
+    chunks.push(...plan.prefill.map((p): [number, number] => [p.start, p.count]));
+    s.commit(plan);
+    if (plan.prefill.some((p) => p.last)) break;
+  }
+  t.same(chunks, [[0, 5], [5, 16], [21, 4], [25, 15]], 'no chunk crosses 5 or 25; the image is cut by the budget');
+
+  const w = new Scheduler({ poolCells: 1 << 20, slots: 2, stepTokenBudget: 16, queueLength: 8, fillCompletingSteps: true });
+  w.submit({ id: 1, promptLength: 30, breaks: [4, 16], whole: new Set([4]) }); // a 12-token image computed whole
+  w.submit({ id: 2, promptLength: 10 });
+  const first = w.plan();
+  t.same(first.prefill.map((p) => [p.id, p.start, p.count]), [[1, 0, 4], [2, 0, 10]]);
+  w.commit(first);
+  const second = w.plan();
+  t.same(second.prefill.map((p) => [p.id, p.start, p.count]), [[1, 4, 12]], 'the whole image, beside the decode token');
+  t.same(second.decode.map((d) => d.id), [2]);
+});

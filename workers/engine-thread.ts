@@ -84,13 +84,18 @@ const inspect = engineInspector({
   stateBytes: (slot) => context.seqStateSize(slot),
   stored: () => persistence.stored().map(({ tokens, bytes, lastUsed }) => ({ tokens: tokens.length, bytes, lastUsed })),
 });
+/** A vision model's projector, opened once for the whole process (the preparation workers share it). */
+const vision = settings.mmproj
+  ? new addon.Vision(settings.mmproj, settings.modelPath, { gpu: settings.gpuLayers !== 0, threads: settings.threads, batchSize: context.info().batchSize })
+  : undefined;
+const visionInfo = vision?.info();
 const steps = new StepRunner(context, settings, settings.overlapSteps ?? wholeModelOnGpu, sequences, {
   launched,
   take,
   ends: (seq, token) => endOfGeneration.has(token) || seq.generated >= seq.maxTokens,
   publish,
   fail: (seq) => finish(seq, 'error'),
-});
+}, vision);
 
 /**
  * The free slot with the longest cached prefix; better, a running request that shares more (its KV state
@@ -224,7 +229,15 @@ function submit(command: Extract<EngineCommand, { type: 'submit' }>): void {
   };
   if (command.prompt.length === 0 || contextLeft < 1) return finish(seq, 'error');
   if (seq.maxTokens < 1) return finish(seq, 'max_tokens');
-  if (!scheduler.submit({ id: seq.id, promptLength: seq.prompt.length })) return finish(seq, 'overloaded');
+  // A prompt chunk is all text or all image tokens (step-runner.ts); an image whose tokens attend both ways is one chunk.
+  const images = command.params.images ?? [];
+  const breaks = images.flatMap((image) => [image.start, image.start + image.count]);
+  const whole = visionInfo?.nonCausal ? new Set(images.map((image) => image.start)) : undefined;
+  if (whole && images.some((image) => image.count > settings.stepTokenBudget - settings.slots)) {
+    log(`request ${seq.id}: an image of ${Math.max(...images.map((i) => i.count))} tokens, which this model computes in one step, is over engine.step_token_budget less one token per slot`, 'error');
+    return finish(seq, 'error');
+  }
+  if (!scheduler.submit({ id: seq.id, promptLength: seq.prompt.length, breaks, whole })) return finish(seq, 'overloaded');
   sequences.set(seq.id, seq);
 }
 

@@ -10,6 +10,8 @@
 #include "huge_pages.h"
 #include "model.h"
 #include "prompt_tokenizer.h"
+#include "vision.h"
+#include "mtmd-helper.h"
 
 // llama.cpp logs at info level by default; keep warnings and errors unless PENSIEVE_LLAMA_LOG=debug.
 static void logCallback(ggml_log_level level, const char* text, void*) {
@@ -71,12 +73,14 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   static std::once_flag initialized;  // once per process, whichever thread loads the addon first
   std::call_once(initialized, [] {
     llama_log_set(logCallback, nullptr);
+    mtmd_helper_log_set(logCallback, nullptr);
     llama_backend_init();
   });
   exports.Set("Model", Model::Define(env));
   exports.Set("Context", Context::Define(env));
   exports.Set("ChatTemplates", ChatTemplates::Define(env));
   exports.Set("ChatParser", ChatParser::Define(env));
+  exports.Set("Vision", Vision::Define(env));
   exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
   exports.Set("useHugePages", Napi::Function::New(env, UseHugePages));
   exports.Set("promptPieceCounts", Napi::Function::New(env, PromptPieceCounts));

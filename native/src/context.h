@@ -13,6 +13,9 @@ class Context : public Napi::ObjectWrap<Context> {
   explicit Context(const Napi::CallbackInfo& info);
   ~Context() override;
 
+  /** The llama.cpp context (null once freed), for the image decoding of vision.cpp. */
+  llama_context* get() const { return ctx_; }
+
  private:
   Napi::Value Configure(const Napi::CallbackInfo& info);
   Napi::Value Decode(const Napi::CallbackInfo& info);

@@ -6,13 +6,27 @@ import type { CountTokensRequest } from '../api/schemas.js';
 import type { ApiErrorType } from '../api/errors.js';
 import { ApiError } from '../api/errors.js';
 import type { PreparedChat } from './renderer.js';
+import type { EngineSettings } from '../engine/types.js';
 import { DEFAULT_IMAGE_OPTIONS, type ImageOptions } from '../api/images.js';
 import { fetchImageUrls } from '../api/image-urls.js';
+
+export interface VisionSettings {
+  mmproj: string;
+  gpu: boolean;
+  threads: number;
+}
+
+/** The projector of the engine's settings, run as the engine thread runs it (they share it). */
+export function visionSettingsOf(settings: EngineSettings): VisionSettings | undefined {
+  return settings.mmproj ? { mmproj: settings.mmproj, gpu: settings.gpuLayers !== 0, threads: settings.threads } : undefined;
+}
 
 export interface PrepareWorkerData {
   modelPath: string;
   templateFile?: string;
   images: ImageOptions;
+  /** A vision model's projector (model.mmproj), and how it runs (as on the engine thread). */
+  vision?: VisionSettings;
   /** Set when running from source: the TypeScript entry that scripts/tsx-worker.mjs loads. */
   tsxEntry?: string;
 }
@@ -32,11 +46,11 @@ export class PreparePool {
   private readonly images: ImageOptions;
 
   /** `images`: how images are handled (default: noted, up to Anthropic's 5 MiB). */
-  constructor(options: { modelPath: string; templateFile?: string; threads: number; images?: ImageOptions }) {
+  constructor(options: { modelPath: string; templateFile?: string; threads: number; images?: ImageOptions; vision?: VisionSettings }) {
     const fromSource = import.meta.url.endsWith('.ts');
     const entry = new URL('../../workers/prepare' + (fromSource ? '.ts' : '.js'), import.meta.url);
     this.images = options.images ?? DEFAULT_IMAGE_OPTIONS;
-    const workerData: PrepareWorkerData = { modelPath: options.modelPath, templateFile: options.templateFile, images: this.images };
+    const workerData: PrepareWorkerData = { modelPath: options.modelPath, templateFile: options.templateFile, images: this.images, vision: options.vision };
     if (fromSource) workerData.tsxEntry = entry.href;
     this.pool = new Piscina({
       filename: fromSource ? fileURLToPath(new URL('../../scripts/tsx-worker.mjs', import.meta.url)) : fileURLToPath(entry),

@@ -6,7 +6,7 @@ import type { LoadedConfig, PensieveConfig } from '../config.js';
 import { Engine } from '../engine/engine.js';
 import { buildServer, type ServerState } from '../server/app.js';
 import { exitOnSignals } from '../server/shutdown.js';
-import { PreparePool } from '../chat/prepare-pool.js';
+import { PreparePool, visionSettingsOf } from '../chat/prepare-pool.js';
 import { imageOptionsOf } from '../api/images.js';
 import type { ModelInfo } from '../api/models.js';
 import { engineSettings } from '../engine/settings.js';
@@ -15,6 +15,7 @@ import { preflight, PreflightError } from '../model/preflight.js';
 import { startDaemon } from './daemon.js';
 import { CliError, ExitCode } from './errors.js';
 import { localModelPath } from './model-ref.js';
+import { findLocalProjector } from '../model/store.js';
 import { help, loadWithFlags } from './shared.js';
 
 const USAGE = `Usage: pensieve start [options]
@@ -66,9 +67,11 @@ async function prepareModel({ config }: LoadedConfig): Promise<PensieveConfig> {
     const { plan } = await preflight(modelPath, config);
     process.stderr.write(`pensieve: ${renderPlan(plan)}\n`);
     if (!plan.fits) process.stderr.write('pensieve: this plan does not fit in memory, but model.check_memory = false\n');
+    // A vision model pulled from the hub has its projector beside it.
+    const mmproj = config.model.mmproj || (await findLocalProjector(config.model.folder, modelPath)) || '';
     return {
       ...config,
-      model: { ...config.model, path: modelPath },
+      model: { ...config.model, path: modelPath, mmproj },
       engine: { ...config.engine, kvType: plan.kvType, poolTokens: plan.poolTokens, maxContext: plan.maxContext },
     };
   } catch (err) {
@@ -85,7 +88,8 @@ export async function run(args: string[]): Promise<ExitCode | undefined> {
 
   const settings = engineSettings(config);
   const state: ServerState = {};
-  const pool = new PreparePool({ modelPath: settings.modelPath, threads: 2, images: imageOptionsOf(config, false) });
+  const vision = visionSettingsOf(settings);
+  const pool = new PreparePool({ modelPath: settings.modelPath, threads: 2, images: imageOptionsOf(config, vision !== undefined), vision });
   const app = await buildServer({ config, state, pool, model: await modelInfoOf(settings.modelPath) });
   await app.listen({ host: config.server.host, port: config.server.port });
   app.log.info(

@@ -135,8 +135,10 @@ export class Engine {
     return this.vocab.tokenize(text, options.addSpecial ?? false, options.parseSpecial ?? true);
   }
 
+  /** The text of tokens; image tokens (negative placeholders: vision-renderer.ts) have none. */
   detokenize(tokens: Int32Array | number[], options: { renderSpecial?: boolean } = {}): string {
-    return this.vocab.detokenize(tokens instanceof Int32Array ? tokens : Int32Array.from(tokens), options.renderSpecial ?? true);
+    const ids = (tokens instanceof Int32Array ? tokens : Int32Array.from(tokens)).filter((t) => t >= 0);
+    return this.vocab.detokenize(ids, options.renderSpecial ?? true);
   }
 
   status(): EngineStatus {

@@ -18,13 +18,20 @@
 //    prefix a second time: it waits until the donor has computed it, then the step copies the donor's
 //    KV state into its slot, and it prefills only the rest;
 //  - a request whose prefix is being loaded from disk into its slot waits for it (loaded()), taking no
-//    part in steps meanwhile.
+//    part in steps meanwhile;
+//  - a prompt chunk never crosses a request's breaks (where its image tokens start and end): llama.cpp
+//    takes a batch of token ids or one of embeddings, so the engine decodes image chunks apart. Images
+//    whose tokens attend to each other both ways (Gemma 3's) are computed whole, in one step.
 
 import { KvPool } from './kv-pool.js';
 
 export interface ScheduledRequest {
   readonly id: number;
   readonly promptLength: number;
+  /** Prompt positions, ascending, that a prompt chunk ends at when it reaches them. */
+  readonly breaks?: readonly number[];
+  /** Breaks from which the tokens up to the next break are one chunk, whole: it waits for a step with room. */
+  readonly whole?: ReadonlySet<number>;
 }
 
 export interface DecodeEntry {
@@ -111,6 +118,12 @@ export interface SchedulerOptions {
    * others nothing; where a step costs about the same with more tokens (a GPU), they are progress for free.
    */
   fillCompletingSteps?: boolean;
+}
+
+/** Tokens from `start` to the request's next break (or its prompt's end). */
+function untilBreak(request: ScheduledRequest, start: number): number {
+  const next = request.breaks?.find((at) => at > start) ?? request.promptLength;
+  return Math.min(next, request.promptLength) - start;
 }
 
 interface Running {
@@ -262,7 +275,9 @@ export class Scheduler {
       if (budget === 0) break;
       const remaining = run.request.promptLength - run.prefilled;
       if (remaining === 0 || !this.steps(run) || run.donor || run.loading !== undefined) continue;
-      const count = Math.min(remaining, budget);
+      const span = untilBreak(run.request, run.prefilled);
+      if (span > budget && run.request.whole?.has(run.prefilled)) continue;
+      const count = Math.min(remaining, budget, span);
       const last = count === remaining;
       prefill.push({ id, slot: run.slot, start: run.prefilled, count, last });
       budget -= count;

@@ -10,6 +10,7 @@ export function engineSettings(config: PensieveConfig): EngineSettings {
   if (e.poolTokens <= 0 || e.maxContext <= 0 || e.kvType === 'auto') throw new Error('engineSettings: the memory plan is not resolved');
   return {
     modelPath: resolve(config.model.path),
+    ...(config.model.mmproj !== '' && { mmproj: resolve(config.model.mmproj) }),
     gpuLayers: config.model.gpuLayers,
     slots: e.slots,
     maxContext: e.maxContext,

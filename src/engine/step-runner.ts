@@ -1,10 +1,13 @@
 // Runs a step plan as ONE llama_decode over the next token of every generating sequence and the step's
 // prompt chunks, then samples and hands each sampled token back. With overlapping steps (worth it only
 // where llama_decode returns before the step is done: the whole model on a GPU), a step's tokens are
-// published while the next step computes.
-import type { NativeContext } from '../native.js';
+// published while the next step computes. Prompt chunks of image tokens (a vision model's) go into a decode
+// of their own, of embeddings, just before: the scheduler never mixes text and image tokens in one chunk,
+// and a step holds at most one chunk of each sequence, so the two decodes' order does not matter.
+import type { NativeContext, NativeVision } from '../native.js';
 import type { DecodeEntry, PrefillEntry, StepPlan } from './scheduler.js';
 import type { Sequence } from './sequence.js';
+import type { PromptImage } from './types.js';
 
 export interface StepHandlers {
   /** llama.cpp took the step: its tokens are computed (or being computed). */
@@ -17,6 +20,45 @@ export interface StepHandlers {
   publish(seq: Sequence, token: number): void;
   /** A sequence of a step that llama.cpp refused or that failed; the others go on. */
   fail(seq: Sequence): void;
+}
+
+/** The image whose tokens are at prompt position `at`, if any. */
+function imageAt(seq: Sequence, at: number): PromptImage | undefined {
+  return seq.params.images?.find((image) => at >= image.start && at < image.start + image.count);
+}
+
+/** A step's image chunks, as Vision.decode takes them (arrays reused every step). */
+class ImageBatch {
+  chunks: string[] = [];
+  readonly offsets: Int32Array;
+  readonly counts: Int32Array;
+  readonly positions: Int32Array;
+  readonly seqIds: Int32Array;
+
+  constructor(capacity: number) {
+    this.offsets = new Int32Array(capacity);
+    this.counts = new Int32Array(capacity);
+    this.positions = new Int32Array(capacity);
+    this.seqIds = new Int32Array(capacity);
+  }
+
+  add(image: PromptImage, entry: PrefillEntry): void {
+    const i = this.chunks.length;
+    this.chunks.push(image.chunk);
+    this.offsets[i] = entry.start - image.start;
+    this.counts[i] = entry.count;
+    this.positions[i] = entry.start;
+    this.seqIds[i] = entry.slot;
+  }
+
+  /** One llama_decode of the image chunks; 0 when there are none. */
+  decode(vision: NativeVision | undefined, context: NativeContext): number {
+    if (this.chunks.length === 0) return 0;
+    const n = this.chunks.length;
+    const status = vision ? vision.decode(context, this.chunks, this.offsets.subarray(0, n), this.counts.subarray(0, n), this.positions.subarray(0, n), this.seqIds.subarray(0, n)) : -1;
+    this.chunks = [];
+    return status;
+  }
 }
 
 /** Tokens taken from a step and not yet published. */
@@ -53,6 +95,7 @@ export class StepRunner {
   /** Two lists: one fills while the other is published. */
   private unpublished: TakenTokens;
   private spare: TakenTokens;
+  private readonly images: ImageBatch;
 
   constructor(
     private readonly context: NativeContext,
@@ -60,6 +103,8 @@ export class StepRunner {
     private readonly overlap: boolean,
     private readonly sequences: ReadonlyMap<number, Sequence>,
     private readonly handlers: StepHandlers,
+    /** A vision model's projector: decodes the image tokens of prompts. */
+    private readonly vision?: NativeVision,
   ) {
     this.tokens = new Int32Array(size.batchSize);
     this.positions = new Int32Array(size.batchSize);
@@ -69,6 +114,7 @@ export class StepRunner {
     this.sampledFor = new Array(size.slots);
     this.unpublished = new TakenTokens(size.slots);
     this.spare = new TakenTokens(size.slots);
+    this.images = new ImageBatch(size.slots);
   }
 
   /** Runs a step; with overlap, the previous step's tokens are published while this one computes. */
@@ -102,6 +148,11 @@ export class StepRunner {
         n++;
         continue;
       }
+      const image = seq.params.images && imageAt(seq, entry.start);
+      if (image) {
+        this.images.add(image, entry);
+        continue;
+      }
       this.tokens.set(seq.prompt.subarray(entry.start, entry.start + entry.count), n);
       for (let i = 0; i < entry.count; i++) {
         this.positions[n + i] = entry.start + i;
@@ -114,8 +165,9 @@ export class StepRunner {
       }
     }
     this.sampledFor.fill(undefined as unknown as Sequence, nSample);
-    if (this.context.decode(this.tokens, this.positions, this.seqIds, n, this.sampleAt, nSample) !== 0) {
-      this.fail(plan); // llama.cpp could not place the batch (no KV room, or aborted)
+    // llama.cpp could not place a batch (no KV room, or aborted), or an image is no longer kept.
+    if (this.images.decode(this.vision, this.context) !== 0 || (n > 0 && this.context.decode(this.tokens, this.positions, this.seqIds, n, this.sampleAt, nSample) !== 0)) {
+      this.fail(plan);
       return -1;
     }
     this.handlers.launched(plan);

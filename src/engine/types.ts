@@ -64,6 +64,8 @@ export interface FinalStats {
 
 export interface EngineSettings {
   modelPath: string;
+  /** A vision model's multimodal projector (mmproj GGUF); absent: the model sees no images. */
+  mmproj?: string;
   gpuLayers: number;
   /** Sequences generated at once; each has its own slot (a KV sequence id), all share the pool's cells. */
   slots: number;

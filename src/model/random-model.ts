@@ -158,7 +158,7 @@ function fillRandom(values: Float32Array, std: number, next: () => number): void
 }
 
 /** Streams a tensor's encoded data a chunk of whole rows at a time, reusing two buffers. */
-function* randomTensorData(tensor: PlannedTensor, next: () => number, std: number): Generator<Uint8Array> {
+export function* randomTensorData(tensor: PlannedTensor, next: () => number, std: number): Generator<Uint8Array> {
   const rowLength = tensor.dims[0]!;
   const rows = tensor.dims.slice(1).reduce((a, b) => a * b, 1);
   const rowsPerChunk = Math.max(1, Math.min(rows, Math.floor(CHUNK_VALUES / rowLength)));

@@ -58,3 +58,16 @@ export const imageBlock = (bytes: Buffer, mediaType = 'image/png') => ({
   type: 'image' as const,
   source: { type: 'base64' as const, media_type: mediaType, data: bytes.toString('base64') },
 });
+
+/** Claude Code's turn after its Read tool opened a PNG: the image comes back inside the tool_result. */
+export function readToolConversation(image: Buffer): Record<string, unknown> {
+  return {
+    model: 'claude-test', max_tokens: 8, temperature: 0,
+    tools: [{ name: 'Read', description: 'Reads a file', input_schema: { type: 'object', properties: { file_path: { type: 'string' } }, required: ['file_path'] } }],
+    messages: [
+      { role: 'user', content: [{ type: 'text', text: 'What is in screenshot.png?' }] },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_01', name: 'Read', input: { file_path: '/tmp/screenshot.png' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_01', content: [imageBlock(image)] }] },
+    ],
+  };
+}

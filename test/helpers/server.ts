@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { DestinationStream } from 'pino';
 import { loadConfig, type PensieveConfig } from '../../src/config.js';
 import { Engine } from '../../src/engine/engine.js';
-import { PreparePool } from '../../src/chat/prepare-pool.js';
+import { PreparePool, visionSettingsOf } from '../../src/chat/prepare-pool.js';
 import { imageOptionsOf } from '../../src/api/images.js';
 import { buildServer, type ServerState } from '../../src/server/app.js';
 import { engineSettings } from '../../src/engine/settings.js';
@@ -35,6 +35,8 @@ export interface TestServerOptions {
   /** Overrides of the [server], [api] and [log] sections (snake_case keys, as in the TOML). */
   server?: Record<string, unknown>;
   api?: Record<string, unknown>;
+  /** The [model] section's projector (a vision model's mmproj file). */
+  mmproj?: string;
   log?: Record<string, unknown>;
   /** Receives the JSON log lines. */
   logStream?: DestinationStream;
@@ -54,7 +56,7 @@ export async function startTestServer(
     env: {},
     overrides: {
       server: { port: 0, ...options.server },
-      model: { path: modelPath },
+      model: { path: modelPath, ...(options.mmproj && { mmproj: options.mmproj }) },
       api: { ...options.api },
       log: { level: 'warn', ...options.log },
       engine: { slots: 4, pool_tokens: 65536, max_context: 16384, kv_type: 'f16', threads: 2, ...engine },
@@ -63,7 +65,8 @@ export async function startTestServer(
   });
   const state: ServerState = {};
   const settings = engineSettings(config);
-  const pool = new PreparePool({ modelPath, threads: 1, images: imageOptionsOf(config, false) });
+  const vision = visionSettingsOf(settings);
+  const pool = new PreparePool({ modelPath, threads: 1, images: imageOptionsOf(config, vision !== undefined), vision });
   state.engine = await Engine.start(settings);
   const app = await buildServer({ config, state, pool, model: { id: 'test-model', displayName: 'test model', createdAt: new Date(0).toISOString() }, pingSeconds, logStream: options.logStream });
   await app.listen({ host: '127.0.0.1', port: 0 });
