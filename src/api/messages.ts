@@ -75,7 +75,6 @@ function generateParams(body: MessagesRequest, prepared: PreparedChat): Generate
     stopSequences: [...(sampling.stopSequences ?? []), ...chat.additionalStops],
     shownSpecialTokens: chat.preservedTokens,
     ...(prepared.images && { images: prepared.images }),
-    ...(prepared.images && { images: prepared.images }),
     ...(chat.grammar !== '' && {
       grammar: {
         gbnf: chat.grammar,
