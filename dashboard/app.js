@@ -85,7 +85,7 @@ function createCharts() {
     { label: 'generated', stroke: accent, width: 2 },
     { label: 'prefilled', stroke: accent2, width: 2 },
   ]);
-  charts.ttft = makeChart('c-ttft', [{ label: 'TTFT (s)', ...dots(accent) }]);
+  charts.ttft = makeChart('c-ttft', [{ label: 'TTFT (ms)', ...dots(accent) }]);
   charts.hits = makeChart('c-hits', [{ label: 'hit %', ...dots(accent2) }], { y: { range: [0, 100] } });
   charts.memory = makeChart('c-memory', [
     { label: 'RSS (MiB)', stroke: accent, width: 2, scale: 'mib' },
@@ -99,7 +99,7 @@ function drawCharts(s) {
   const { rates, requests } = s.series;
   const data = {
     rates: [rates.t, rates.generated, rates.prefilled],
-    ttft: [requests.t, requests.ttftSeconds],
+    ttft: [requests.t, requests.ttftMs],
     hits: [requests.t, requests.hitPercent],
     memory: [rates.t, rates.rssMiB, rates.kvPercent],
   };

@@ -125,11 +125,18 @@ if (!existsSync(CHROMIUM)) {
 
     const body = await page.evaluate(() => document.body.innerText);
     t.notOk(body.includes(SECRET), 'no prompt text without log.prompts');
+
+    // The screenshots, with one more request in flight.
+    const another = await postMessage(server.url, longStream(4000), { 'x-claude-code-session-id': 'session-long' });
+    another.on('data', () => another.pause()); // a client that stops reading: the request stays in flight
+    t.ok(await eventually(async () => (await rows(page, 'live')).length > 0, 20), 'in flight again');
+    await new Promise((r) => setTimeout(r, 1500)); // a snapshot or two with it
     await page.screenshot({ path: screenshotPath('dashboard-light.png'), fullPage: true });
     if (process.env.PENSIEVE_SCREENSHOT) {
       mkdirSync(dirname(process.env.PENSIEVE_SCREENSHOT), { recursive: true });
-      await page.screenshot({ path: process.env.PENSIEVE_SCREENSHOT });
+      await page.screenshot({ path: process.env.PENSIEVE_SCREENSHOT, fullPage: true });
     }
+    another.destroy();
 
     await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'dark' }]);
     const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);

@@ -46,7 +46,7 @@ export interface DashboardSnapshot {
   /** Columns: times in seconds since the epoch, then one array per series (null: no value). */
   series: {
     rates: { t: number[]; generated: number[]; prefilled: number[]; rssMiB: number[]; kvPercent: number[] };
-    requests: { t: number[]; ttftSeconds: (number | null)[]; hitPercent: (number | null)[] };
+    requests: { t: number[]; ttftMs: (number | null)[]; hitPercent: (number | null)[] };
   };
 }
 
@@ -108,7 +108,7 @@ export class SnapshotBuilder {
         },
         requests: {
           t: points.map((p) => p.at / 1000),
-          ttftSeconds: points.map((p) => (p.ttftMs === null ? null : round(p.ttftMs / 1000, 3))),
+          ttftMs: points.map((p) => (p.ttftMs === null ? null : Math.round(p.ttftMs))),
           hitPercent: points.map((p) => (p.hitRate === null ? null : round(100 * p.hitRate))),
         },
       },
