@@ -34,6 +34,11 @@ t.test('the projector makes an image 64 tokens, and encodes it', async (t) => {
   t.equal(encoded, 1, 'encoded once for both decodes');
   t.comment(`tiny projector: one 32x32 image (64 tokens) encoded in ${encodeMs.toFixed(1)} ms`);
   t.equal(vision.decode(context, ['b'.repeat(64)], at([0]), at([1]), at([64]), at([0])), -100, 'an image never tokenized is not kept');
+  // The projector keeps the resized pixels of the last 8 images only: an older one's are made again from its file.
+  for (let seed = 2; seed < 12; seed++) vision.tokenize(pngImage(32, 32, seed), `${seed}`.padStart(64, 'f'));
+  const fresh = new addon.Vision(mmproj, model, { threads: 2, batchSize: 128 }); // no embeddings kept yet
+  t.equal(fresh.decode(context, ids, at([0]), at([8]), at([64]), at([0])), 0, 'an image tokenized 10 images ago is encoded from its file');
+  t.equal(fresh.stats().encoded, 1);
   t.throws(() => vision.tokenize(Buffer.from('not an image'), 'c'.repeat(64)), { code: 'ERR_IMAGE' });
 });
 

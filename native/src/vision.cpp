@@ -7,8 +7,11 @@
 #include "mtmd-helper.h"
 #include "napi_arrays.h"
 
-// Images kept tokenized per projector (their resized pixels), and chunk embeddings kept per Vision.
-static constexpr size_t kKeptImages = 64;
+// What a projector keeps of recent images (their parts are small: many), and the chunk embeddings each
+// Vision keeps.
+static constexpr size_t kKeptImages = 4096;
+static constexpr size_t kKeptFileBytes = 256u << 20;
+static constexpr size_t kKeptPixelImages = 8;
 static constexpr size_t kKeptEmbeddings = 8;
 
 std::shared_ptr<Projector> Projector::open(const std::string& mmproj, const std::string& model, bool gpu, int threads) {
@@ -45,29 +48,12 @@ std::shared_ptr<Projector> Projector::open(const std::string& mmproj, const std:
 }
 
 Projector::~Projector() {
-  for (auto& entry : images_) forget(entry.second);
+  images_.clear();  // its chunks first, while the mtmd context lives
   if (ctx_) mtmd_free(ctx_);
   if (vocab_) llama_model_free(vocab_);
 }
 
-void Projector::forget(Image& image) {
-  for (auto& [key, chunk] : image.chunks) {
-    chunks_.erase(key);
-    mtmd_input_chunk_free(chunk);
-  }
-  image.chunks.clear();
-}
-
-std::vector<VisionPart> Projector::tokenize(const uint8_t* bytes, size_t size, const std::string& id) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto found = byId_.find(id);
-    if (found != byId_.end()) {
-      images_.splice(images_.end(), images_, found->second);
-      return found->second->second.parts;
-    }
-  }
-  // Decoding and resizing take a while: outside the lock (mtmd_tokenize may run on several threads at once).
+Projector::Image Projector::prepare(const uint8_t* bytes, size_t size, const std::string& id) const {
   mtmd_helper_bitmap_wrapper wrapped = mtmd_helper_bitmap_init_from_buf(ctx_, bytes, size, false, mtmd_helper_init_opt_default());
   if (!wrapped.bitmap) throw std::runtime_error("the image could not be decoded");
   std::unique_ptr<mtmd_bitmap, decltype(&mtmd_bitmap_free)> bitmap(wrapped.bitmap, mtmd_bitmap_free);
@@ -81,52 +67,89 @@ std::vector<VisionPart> Projector::tokenize(const uint8_t* bytes, size_t size, c
   const size_t n = mtmd_input_chunks_size(chunks.get());
   size_t images = 0;
   for (size_t i = 0; i < n; i++) images += mtmd_input_chunk_get_type(mtmd_input_chunks_get(chunks.get(), i)) == MTMD_INPUT_CHUNK_TYPE_IMAGE;
-  for (size_t i = 0, k = 0; i < n; i++) {
+  for (size_t i = 0; i < n; i++) {
     const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks.get(), i);
     VisionPart part;
     switch (mtmd_input_chunk_get_type(chunk)) {
       case MTMD_INPUT_CHUNK_TYPE_TEXT: {
         size_t count = 0;
         const llama_token* tokens = mtmd_input_chunk_get_tokens_text(chunk, &count);
-        part.text.assign(tokens, tokens + count);
         if (count == 0) continue;
+        part.text.assign(tokens, tokens + count);
         break;
       }
       case MTMD_INPUT_CHUNK_TYPE_IMAGE:
-        part.chunk = images == 1 ? id : id + '#' + std::to_string(k++);
+        part.chunk = images == 1 ? id : id + '#' + std::to_string(image.chunks.size());
         part.tokens = mtmd_input_chunk_get_n_tokens(chunk);
-        image.chunks.emplace_back(part.chunk, mtmd_input_chunk_copy(chunk));
+        image.chunks.emplace_back(mtmd_input_chunk_copy(chunk));
         break;
       default:
         throw std::runtime_error("the projector made a chunk that is not text or image");
     }
     image.parts.push_back(std::move(part));
   }
+  return image;
+}
 
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto found = byId_.find(id);  // another thread may have tokenized the same image meanwhile
-  if (found != byId_.end()) {
-    forget(image);
-    return found->second->second.parts;
+void Projector::trim() {
+  size_t pixelImages = 0, fileBytes = 0;
+  for (auto it = images_.rbegin(); it != images_.rend(); ++it) {  // most recently used first
+    Image& image = it->second;
+    if (!image.chunks.empty() && ++pixelImages > kKeptPixelImages) image.chunks.clear();
+    fileBytes += image.file.size();
+    if (fileBytes > kKeptFileBytes) {
+      fileBytes -= image.file.size();
+      image.file = std::vector<uint8_t>();
+    }
   }
-  for (auto& [key, chunk] : image.chunks) chunks_[key] = chunk;
-  std::vector<VisionPart> parts = image.parts;
-  images_.emplace_back(id, std::move(image));
-  byId_[id] = std::prev(images_.end());
   while (images_.size() > kKeptImages) {
-    forget(images_.front().second);
     byId_.erase(images_.front().first);
     images_.pop_front();
   }
+}
+
+std::vector<VisionPart> Projector::tokenize(const uint8_t* bytes, size_t size, const std::string& id) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto found = byId_.find(id);
+    if (found != byId_.end()) {
+      images_.splice(images_.end(), images_, found->second);
+      Image& image = found->second->second;
+      if (image.file.empty()) image.file.assign(bytes, bytes + size);
+      trim();
+      return image.parts;
+    }
+  }
+  Image image = prepare(bytes, size, id);  // outside the lock: decoding and resizing take a while
+  image.file.assign(bytes, bytes + size);
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto found = byId_.find(id);  // another thread may have tokenized the same image meanwhile
+  if (found != byId_.end()) return found->second->second.parts;
+  std::vector<VisionPart> parts = image.parts;
+  images_.emplace_back(id, std::move(image));
+  byId_[id] = std::prev(images_.end());
+  trim();
   return parts;
 }
 
 bool Projector::encode(const std::string& key, std::vector<float>& out) {
-  std::lock_guard<std::mutex> lock(mutex_);  // keeps the chunk from being forgotten meanwhile
-  auto found = chunks_.find(key);
-  if (found == chunks_.end()) return false;
-  if (mtmd_encode_chunk(ctx_, found->second) != 0) return false;
-  const size_t count = mtmd_input_chunk_get_n_tokens(found->second) * (size_t)nEmbd_;
+  const size_t hash = key.find('#');
+  const std::string id = key.substr(0, hash);
+  const size_t k = hash == std::string::npos ? 0 : std::stoul(key.substr(hash + 1));
+  std::lock_guard<std::mutex> lock(mutex_);  // keeps the chunk from being dropped meanwhile
+  auto found = byId_.find(id);
+  if (found == byId_.end()) return false;
+  Image& image = found->second->second;
+  if (image.chunks.empty()) {
+    if (image.file.empty()) return false;
+    try {
+      image.chunks = prepare(image.file.data(), image.file.size(), id).chunks;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+  if (k >= image.chunks.size() || mtmd_encode_chunk(ctx_, image.chunks[k].get()) != 0) return false;
+  const size_t count = mtmd_input_chunk_get_n_tokens(image.chunks[k].get()) * (size_t)nEmbd_;
   const float* embd = mtmd_get_output_embd(ctx_);
   out.assign(embd, embd + count);
   return true;

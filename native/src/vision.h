@@ -23,7 +23,10 @@ struct VisionPart {
 
 /**
  * One projector per mmproj file and model in this process, shared by every thread's Vision: the engine
- * thread and the preparation workers. Keeps the chunks of recently tokenized images, by image.
+ * thread and the preparation workers. Keeps, by image, its parts, its file's bytes (recent images', within a
+ * byte budget) and its resized pixels (the last few images'): a request's images are encoded only when the
+ * engine computes their tokens, which may be after many other images went by, so pixels dropped by then are
+ * made again from the file.
  */
 class Projector {
  public:
@@ -36,7 +39,7 @@ class Projector {
    * are not an image the decoder reads.
    */
   std::vector<VisionPart> tokenize(const uint8_t* bytes, size_t size, const std::string& id);
-  /** Encodes an image chunk kept by tokenize into `out` (tokens x nEmbd floats); false when it is not kept or fails. */
+  /** Encodes an image chunk into `out` (tokens x nEmbd floats); false when its image is no longer kept, or it fails. */
   bool encode(const std::string& chunk, std::vector<float>& out);
 
   mtmd_context* mtmd() const { return ctx_; }
@@ -44,11 +47,19 @@ class Projector {
 
  private:
   Projector() = default;
+  struct ChunkFree {
+    void operator()(mtmd_input_chunk* chunk) const { mtmd_input_chunk_free(chunk); }
+  };
+  using Chunk = std::unique_ptr<mtmd_input_chunk, ChunkFree>;
   struct Image {
     std::vector<VisionPart> parts;
-    std::vector<std::pair<std::string, mtmd_input_chunk*>> chunks;
+    std::vector<uint8_t> file;  // empty once dropped
+    std::vector<Chunk> chunks;  // the image chunks, in order; empty once dropped
   };
-  void forget(Image& image);
+  /** Decodes and resizes an image file (thread-safe: mtmd_tokenize may run on several threads at once). */
+  Image prepare(const uint8_t* bytes, size_t size, const std::string& id) const;
+  /** Drops what is over the budgets, least recently used first. Under the lock. */
+  void trim();
 
   llama_model* vocab_ = nullptr;  // the text model without weights: mtmd's markers are tokenized with its vocabulary
   mtmd_context* ctx_ = nullptr;
@@ -56,7 +67,6 @@ class Projector {
   std::mutex mutex_;  // tokenize runs on any thread, encode on the engine thread
   std::list<std::pair<std::string, Image>> images_;  // least recently used first
   std::unordered_map<std::string, decltype(images_)::iterator> byId_;
-  std::unordered_map<std::string, mtmd_input_chunk*> chunks_;
 };
 
 class Vision : public Napi::ObjectWrap<Vision> {
