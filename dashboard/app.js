@@ -74,9 +74,17 @@ function makeChart(id, series, scales = {}, axes = [{}]) {
   const el = $(id);
   const opts = chartOptions(el, series, scales, axes);
   const chart = new uPlot(opts, [[], ...series.map(() => [])], el);
-  new ResizeObserver(() => chart.setSize({ width: el.clientWidth, height: 180 })).observe(el);
-  return { chart, setLatest: opts.setLatest };
+  const resize = new ResizeObserver(() => chart.setSize({ width: el.clientWidth, height: 180 }));
+  resize.observe(el);
+  return { chart, setLatest: opts.setLatest, destroy: () => { resize.disconnect(); chart.destroy(); } };
 }
+// The charts take their colours when made: a change of colour scheme makes them again, at the next snapshot.
+matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => {
+  for (const [name, made] of Object.entries(charts)) {
+    made.destroy();
+    delete charts[name];
+  }
+});
 function createCharts() {
   const accent = cssColor('--accent');
   const accent2 = cssColor('--accent2');

@@ -25,7 +25,7 @@ export interface EventObserver {
   observe(events: AsyncIterable<GenerationEvent>): AsyncIterable<GenerationEvent>;
 }
 
-export const DASHBOARD_EVENTS = '/dashboard/events';
+const EVENTS = '/dashboard/events';
 
 export interface DashboardOptions extends Omit<SnapshotSources, 'history'> {
   /** log.prompts: the start of each request's last user message may be shown. */
@@ -35,9 +35,6 @@ export interface DashboardOptions extends Omit<SnapshotSources, 'history'> {
 }
 
 export interface Dashboard {
-  history: RequestHistory;
-  builder: SnapshotBuilder;
-  hub: SnapshotHub;
   /** A recorder for a message request's generation (see MessagesDeps.metrics), passing its events on to `next`. */
   recorder(request: FastifyRequest, next?: EventObserver): RequestMetrics;
 }
@@ -123,7 +120,7 @@ export function registerDashboard(app: FastifyInstance, options: DashboardOption
     });
   }
 
-  app.get(DASHBOARD_EVENTS, { sse: { kind: 'only', heartbeat: false, serializer: (frame: unknown) => frame as string } }, async (_request, reply) => {
+  app.get(EVENTS, { sse: { kind: 'only', heartbeat: false, serializer: (frame: unknown) => frame as string } }, async (_request, reply) => {
     reply.sse.keepAlive();
     reply.sse.sendHeaders();
     const remove = hub.add(async (frame) => {
@@ -138,9 +135,6 @@ export function registerDashboard(app: FastifyInstance, options: DashboardOption
   });
 
   return {
-    history,
-    builder,
-    hub,
     recorder(request, next) {
       const record = records.get(request);
       return {

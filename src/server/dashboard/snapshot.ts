@@ -65,13 +65,10 @@ const MIB = 1024 * 1024;
 export class SnapshotBuilder {
   private inspection = NOTHING;
   private backend?: string;
-  /** Snapshots built: a test's evidence that nothing is built while no page is open. */
-  builds = 0;
 
   constructor(private readonly sources: SnapshotSources) {}
 
   async build(now = Date.now()): Promise<DashboardSnapshot> {
-    this.builds++;
     const engine = this.sources.engine();
     const ready = engine?.alive === true;
     if (ready) await this.refreshInspection(engine);
