@@ -105,7 +105,10 @@ export async function run(args: string[]): Promise<ExitCode | undefined> {
     await pool.close();
     return ExitCode.Failure;
   }
-  app.log.info({ model: state.engine.model.description }, 'ready');
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.server.port;
+  const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
+  app.log.info({ model: state.engine.model.description, dashboard: `http://${host}:${port}/` }, 'ready');
 
   exitOnSignals(app, state, pool, config.server.shutdownGraceSeconds);
   return undefined;
