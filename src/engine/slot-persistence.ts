@@ -34,11 +34,13 @@ export class SlotPersistence {
   /** Per slot: the held tokens last saved (the same array as the prefix cache's). */
   private readonly persisted: Array<Int32Array | undefined>;
 
-  constructor(settings: Pick<EngineSettings, 'slots' | 'modelPath' | 'promptCache'>, private readonly deps: SlotPersistenceDeps) {
+  constructor(settings: Pick<EngineSettings, 'slots' | 'modelPath' | 'mmproj' | 'promptCache'>, private readonly deps: SlotPersistenceDeps) {
     this.persisted = new Array(settings.slots);
     if (!settings.promptCache) return;
     const { folder, maxBytes } = settings.promptCache;
-    this.store = new PromptStore(folder, modelFingerprint(settings.modelPath), maxBytes, deps.log);
+    // Image tokens' KV state is the projector's too: a model with a projector keeps its prefixes apart.
+    const fingerprint = modelFingerprint(settings.modelPath) + (settings.mmproj ? `-${modelFingerprint(settings.mmproj).slice(0, 8)}` : '');
+    this.store = new PromptStore(folder, fingerprint, maxBytes, deps.log);
     this.files = new PromptFiles(this.store.dir, deps.doorbell);
   }
 

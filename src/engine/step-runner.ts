@@ -30,6 +30,8 @@ function imageAt(seq: Sequence, at: number): PromptImage | undefined {
 /** A step's image chunks, as Vision.decode takes them (arrays reused every step). */
 class ImageBatch {
   chunks: string[] = [];
+  /** The requests whose chunks these are. */
+  ids: number[] = [];
   readonly offsets: Int32Array;
   readonly counts: Int32Array;
   readonly positions: Int32Array;
@@ -45,19 +47,22 @@ class ImageBatch {
   add(image: PromptImage, entry: PrefillEntry): void {
     const i = this.chunks.length;
     this.chunks.push(image.chunk);
+    this.ids.push(entry.id);
     this.offsets[i] = entry.start - image.start;
     this.counts[i] = entry.count;
     this.positions[i] = entry.start;
     this.seqIds[i] = entry.slot;
   }
 
-  /** One llama_decode of the image chunks; 0 when there are none. */
-  decode(vision: NativeVision | undefined, context: NativeContext): number {
-    if (this.chunks.length === 0) return 0;
+  /** One llama_decode of the image chunks; the requests whose chunks failed (all of them, when one does). */
+  decode(vision: NativeVision | undefined, context: NativeContext): number[] {
     const n = this.chunks.length;
+    if (n === 0) return [];
     const status = vision ? vision.decode(context, this.chunks, this.offsets.subarray(0, n), this.counts.subarray(0, n), this.positions.subarray(0, n), this.seqIds.subarray(0, n)) : -1;
+    const failed = status === 0 ? [] : this.ids;
     this.chunks = [];
-    return status;
+    this.ids = [];
+    return failed;
   }
 }
 
@@ -165,9 +170,15 @@ export class StepRunner {
       }
     }
     this.sampledFor.fill(undefined as unknown as Sequence, nSample);
-    // llama.cpp could not place a batch (no KV room, or aborted), or an image is no longer kept.
-    if (this.images.decode(this.vision, this.context) !== 0 || (n > 0 && this.context.decode(this.tokens, this.positions, this.seqIds, n, this.sampleAt, nSample) !== 0)) {
-      this.fail(plan);
+    // Images that could not be decoded (no longer kept, or no KV room) end their requests only; the step goes on.
+    const failed = this.images.decode(this.vision, this.context);
+    if (failed.length > 0) {
+      for (const id of failed) this.handlers.fail(this.sequences.get(id)!);
+      plan = { ...plan, prefill: plan.prefill.filter((p) => !failed.includes(p.id)) };
+      plan.tokens = plan.decode.length + plan.prefill.reduce((sum, p) => sum + p.count, 0);
+    }
+    if (n > 0 && this.context.decode(this.tokens, this.positions, this.seqIds, n, this.sampleAt, nSample) !== 0) {
+      this.fail(plan); // llama.cpp could not place the batch (no KV room, or aborted)
       return -1;
     }
     this.handlers.launched(plan);
