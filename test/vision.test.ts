@@ -2,7 +2,10 @@
 // (test/helpers/vision.ts). An image is 64 tokens in the prompt, computed through the same engine (batched,
 // chunked, cached by the image's content), counted by count_tokens, in user messages and tool results.
 import t from 'tap';
+import { statSync } from 'node:fs';
 import { loadAddon } from '../src/native.js';
+import { loadConfig } from '../src/config.js';
+import { preflight } from '../src/model/preflight.js';
 import { startTestServer, TEST_KEY, type TestServer } from './helpers/server.js';
 import { tinyVisionModel } from './helpers/vision.js';
 import { postMessage, readJson, send, sseEvents } from './helpers/http.js';
@@ -40,6 +43,14 @@ t.test('the projector makes an image 64 tokens, and encodes it', async (t) => {
   t.equal(fresh.decode(context, ids, at([0]), at([8]), at([64]), at([0])), 0, 'an image tokenized 10 images ago is encoded from its file');
   t.equal(fresh.stats().encoded, 1);
   t.throws(() => vision.tokenize(Buffer.from('not an image'), 'c'.repeat(64)), { code: 'ERR_IMAGE' });
+});
+
+t.test('the memory plan counts the projector with the weights', async (t) => {
+  const { config } = loadConfig({ env: {} });
+  const alone = await preflight(model, config);
+  const seeing = await preflight(model, config, undefined, mmproj);
+  t.equal(seeing.facts.fileBytes - alone.facts.fileBytes, statSync(mmproj).size);
+  await t.rejects(preflight(model, config, undefined, '/nonexistent/mmproj.gguf'), { message: 'projector file not found: /nonexistent/mmproj.gguf (model.mmproj)' });
 });
 
 const system = `You are a careful assistant. ${'Describe what you are shown in plain words, and say what you are unsure of. '.repeat(16)}`;

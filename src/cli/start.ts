@@ -63,12 +63,12 @@ async function modelInfoOf(modelPath: string): Promise<ModelInfo> {
  */
 async function prepareModel({ config }: LoadedConfig): Promise<PensieveConfig> {
   const modelPath = await localModelPath(config, true);
+  // A vision model pulled from the hub has its projector beside it.
+  const mmproj = config.model.mmproj || (await findLocalProjector(config.model.folder, modelPath)) || '';
   try {
-    const { plan } = await preflight(modelPath, config);
+    const { plan } = await preflight(modelPath, config, undefined, mmproj || undefined);
     process.stderr.write(`pensieve: ${renderPlan(plan)}\n`);
     if (!plan.fits) process.stderr.write('pensieve: this plan does not fit in memory, but model.check_memory = false\n');
-    // A vision model pulled from the hub has its projector beside it.
-    const mmproj = config.model.mmproj || (await findLocalProjector(config.model.folder, modelPath)) || '';
     return {
       ...config,
       model: { ...config.model, path: modelPath, mmproj },

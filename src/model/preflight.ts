@@ -212,8 +212,15 @@ export function planFor(facts: ModelFacts, config: PreflightConfig, machine: Mac
   return plan;
 }
 
-/** Inspects the model and plans its memory; throws PreflightError when it cannot or should not load. */
-export async function preflight(path: string, config: PreflightConfig, machine?: Machine): Promise<{ facts: ModelFacts; plan: MemoryPlan }> {
-  const facts = await inspectModel(path);
+/**
+ * Inspects the model and plans its memory; throws PreflightError when it cannot or should not load. A
+ * projector's weights (a vision model's mmproj) are counted with the model's, on the devices that hold them.
+ */
+export async function preflight(path: string, config: PreflightConfig, machine?: Machine, projector?: string): Promise<{ facts: ModelFacts; plan: MemoryPlan }> {
+  const model = await inspectModel(path);
+  const projectorBytes = projector === undefined ? 0 : (await stat(projector).catch(() => {
+    throw new PreflightError(`projector file not found: ${projector} (model.mmproj)`);
+  })).size;
+  const facts = { ...model, fileBytes: model.fileBytes + projectorBytes };
   return { facts, plan: planFor(facts, config, machine) };
 }
