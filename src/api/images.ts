@@ -22,9 +22,10 @@ export interface DecodedImage {
 /** What the converter puts in an image block's place: text, given the decoded image and where it was. */
 export type ImageHandler = (block: ImageBlockParam, where: string) => string;
 
-/** How a request's images are handled: by a model without a projector (ImageMode) or with one ('vision'). */
+/** How a request's images are handled. */
 export interface ImageOptions {
-  mode: ImageMode | 'vision';
+  /** On a model without a projector: noted or refused (a vision model sees them). */
+  mode: ImageMode;
   /** Largest image, in decoded bytes. */
   maxBytes: number;
   /** api.fetch_image_urls: URL sources are fetched (image-urls.ts) before the request is prepared; else refused. */
@@ -146,7 +147,7 @@ export function imageNotes(options: ImageOptions): ImageHandler {
   };
 }
 
-/** The image options of a config; `vision` when the model has a projector. */
-export function imageOptionsOf(config: Pick<PensieveConfig, 'api'>, vision: boolean): ImageOptions {
-  return { mode: vision ? 'vision' : config.api.images, maxBytes: config.api.maxImageMb * 2 ** 20, fetchUrls: config.api.fetchImageUrls };
+/** The image options of a config. */
+export function imageOptionsOf(config: Pick<PensieveConfig, 'api'>): ImageOptions {
+  return { mode: config.api.images, maxBytes: config.api.maxImageMb * 2 ** 20, fetchUrls: config.api.fetchImageUrls };
 }

@@ -5,12 +5,10 @@
 // image's content hash: the prefix cache compares token ids, so a conversation that repeats an image
 // matches its cached prefix through the image, and a different image departs from it there.
 import { createHash, randomBytes } from 'node:crypto';
-import { loadAddon, type NativeModel, type NativeVision } from '../native.js';
+import { loadAddon, type ChatRenderRequest, type NativeModel, type NativeVision } from '../native.js';
 import { ApiError } from '../api/errors.js';
-import type { DecodedImage, ImageHandler } from '../api/images.js';
-import { decodeImage } from '../api/images.js';
+import { decodeImage, type DecodedImage, type ImageHandler } from '../api/images.js';
 import type { ImageBlockParam } from '../api/schemas.js';
-import type { ChatRenderRequest } from '../native.js';
 import type { PromptImage } from '../engine/types.js';
 import { ChatRenderer, type PreparedChat } from './renderer.js';
 

@@ -89,7 +89,7 @@ export async function run(args: string[]): Promise<ExitCode | undefined> {
   const settings = engineSettings(config);
   const state: ServerState = {};
   const vision = visionSettingsOf(settings);
-  const pool = new PreparePool({ modelPath: settings.modelPath, threads: 2, images: imageOptionsOf(config, vision !== undefined), vision });
+  const pool = new PreparePool({ modelPath: settings.modelPath, threads: 2, images: imageOptionsOf(config), vision });
   const app = await buildServer({ config, state, pool, model: await modelInfoOf(settings.modelPath) });
   await app.listen({ host: config.server.host, port: config.server.port });
   app.log.info(

@@ -66,7 +66,7 @@ export async function startTestServer(
   const state: ServerState = {};
   const settings = engineSettings(config);
   const vision = visionSettingsOf(settings);
-  const pool = new PreparePool({ modelPath, threads: 1, images: imageOptionsOf(config, vision !== undefined), vision });
+  const pool = new PreparePool({ modelPath, threads: 1, images: imageOptionsOf(config), vision });
   state.engine = await Engine.start(settings);
   const app = await buildServer({ config, state, pool, model: { id: 'test-model', displayName: 'test model', createdAt: new Date(0).toISOString() }, pingSeconds, logStream: options.logStream });
   await app.listen({ host: '127.0.0.1', port: 0 });
