@@ -30,8 +30,6 @@ const EVENTS = '/dashboard/events';
 export interface DashboardOptions extends Omit<SnapshotSources, 'history'> {
   /** log.prompts: the start of each request's last user message may be shown. */
   logPrompts: boolean;
-  /** Milliseconds between snapshots. */
-  intervalMs?: number;
 }
 
 export interface Dashboard {
@@ -73,7 +71,7 @@ export function registerDashboard(app: FastifyInstance, options: DashboardOption
   const builder = new SnapshotBuilder({ ...options, history });
   const hub = new SnapshotHub(
     async () => JSON.stringify(await builder.build()),
-    options.intervalMs ?? 1000,
+    1000,
     (err) => app.log.warn({ err }, 'dashboard snapshot failed'),
   );
   const records = new WeakMap<FastifyRequest, RequestRecord>();
