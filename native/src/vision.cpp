@@ -33,8 +33,7 @@ std::shared_ptr<Projector> Projector::open(const std::string& mmproj, const std:
   mtmd_context_params params = mtmd_context_params_default();
   params.use_gpu = gpu;
   params.n_threads = threads;
-  params.print_timings = false;
-  params.warmup = false;  // its compute buffers are sized at the first encode instead, off the startup path
+  params.print_timings = false;  // (warmup, the default, sizes the compute buffers at load: a projector that cannot run fails there)
   p->ctx_ = mtmd_init_from_file(mmproj.c_str(), p->vocab_, params);
   if (!p->ctx_) throw std::runtime_error("failed to load the projector " + mmproj + " for " + model + " (llama.cpp's log says why)");
   if (!mtmd_support_vision(p->ctx_)) throw std::runtime_error(mmproj + " is not a vision projector (an audio one?)");
