@@ -151,3 +151,21 @@ t.test('through /v1/messages', async (t) => {
     t.match(await readJson(mismatch), { error: { message: /says image\/jpeg, but the data is image\/png$/ } });
   });
 });
+
+t.test('a Gemma 3-style projector: its image tokens attend both ways, so each image is computed whole, in one step', async (t) => {
+  const gemma = await tinyVisionModel('gemma3');
+  const vision = new (loadAddon().Vision)(gemma.mmproj, gemma.model, { threads: 2 });
+  t.same(vision.info(), { embeddingSize: 64, nonCausal: true });
+  const parts = vision.tokenize(pngImage(64, 64, 7), '7'.repeat(64));
+  t.match(parts, [{ text: Int32Array }, { chunk: '7'.repeat(64), tokens: 16 }, { text: Int32Array }], "<start_of_image>, 16 image tokens, <end_of_image>");
+  // A step budget smaller than the prompt: chunks of text around whole images.
+  const server = await startTestServer(gemma.model, { slots: 2, step_token_budget: 24, batch_size: 64, ubatch_size: 64 }, 5, { mmproj: gemma.mmproj });
+  t.teardown(() => server.close());
+  const cold = await answer(server, ask(pngImage(48, 48, 1), { max_tokens: 12 }));
+  t.equal(cold.usage.input_tokens + cold.usage.cache_read_input_tokens, await countTokens(server, ask(pngImage(48, 48, 1))));
+  const cached = await answer(server, ask(pngImage(48, 48, 1), { max_tokens: 12 }));
+  t.equal(cached.usage.input_tokens, 1, 'served from the cache');
+  t.equal(cached.text, cold.text, 'the same answer');
+  const both = await Promise.all([2, 3].map((seed) => answer(server, ask(pngImage(48, 48, seed), { max_tokens: 8 }))));
+  for (const a of both) t.ok(a.usage.input_tokens > 16, 'a different image is computed');
+});

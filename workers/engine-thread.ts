@@ -233,8 +233,8 @@ function submit(command: Extract<EngineCommand, { type: 'submit' }>): void {
   const images = command.params.images ?? [];
   const breaks = images.flatMap((image) => [image.start, image.start + image.count]);
   const whole = visionInfo?.nonCausal ? new Set(images.map((image) => image.start)) : undefined;
-  if (whole && images.some((image) => image.count > settings.stepTokenBudget - settings.slots)) {
-    log(`request ${seq.id}: an image of ${Math.max(...images.map((i) => i.count))} tokens, which this model computes in one step, is over engine.step_token_budget less one token per slot`, 'error');
+  if (whole && images.some((image) => image.count > Math.min(settings.stepTokenBudget - settings.slots, settings.ubatchSize))) {
+    log(`request ${seq.id}: an image of ${Math.max(...images.map((i) => i.count))} tokens, which this model computes in one step, is over engine.ubatch_size or engine.step_token_budget less one token per slot`, 'error');
     return finish(seq, 'error');
   }
   if (!scheduler.submit({ id: seq.id, promptLength: seq.prompt.length, breaks, whole })) return finish(seq, 'overloaded');

@@ -184,7 +184,7 @@ Vision::~Vision() {
 }
 
 // info(): { embeddingSize, nonCausal }. nonCausal: an image's tokens attend to each other both ways, so
-// all of them must be in one decode.
+// all of them must be in one decode, and one micro-batch (engine.ubatch_size).
 Napi::Value Vision::Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("embeddingSize", projector_->nEmbd());
@@ -267,10 +267,22 @@ Napi::Value Vision::Decode(const Napi::CallbackInfo& info) {
     }
   }
   batch_.n_tokens = n;
-  const bool nonCausal = mtmd_decode_use_non_causal(projector_->mtmd(), nullptr);
-  if (nonCausal) llama_set_causal_attn(lctx, false);
-  const int32_t status = llama_decode(lctx, batch_);
-  if (nonCausal) llama_set_causal_attn(lctx, true);
+  if (!mtmd_decode_use_non_causal(projector_->mtmd(), nullptr)) return Napi::Number::New(env, llama_decode(lctx, batch_));
+  // An image whose tokens attend to each other both ways is decoded alone, in one micro-batch (llama.cpp
+  // splits a batch into micro-batches, and attention reaches no further than the micro-batch it is in).
+  llama_set_causal_attn(lctx, false);
+  int32_t status = 0;
+  for (int32_t e = 0, start = 0; e < (int32_t)chunks.Length() && status == 0; start += counts[e++]) {
+    llama_batch one = batch_;
+    one.n_tokens = counts[e];
+    one.embd += (size_t)start * nEmbd;
+    one.pos += start;
+    one.n_seq_id += start;
+    one.seq_id += start;
+    one.logits += start;
+    status = llama_decode(lctx, one);
+  }
+  llama_set_causal_attn(lctx, true);
   return Napi::Number::New(env, status);
 }
 

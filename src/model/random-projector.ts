@@ -1,15 +1,20 @@
 /**
  * Generates random-weight multimodal projectors (mmproj GGUF files) that llama.cpp's mtmd library loads: a
- * CLIP-style vision encoder with an LLaVA MLP projector ("mlp": two linear layers with GELU between, the
- * projector type that needs the fewest tensors), whose output width is a text model's embedding width.
- * Keys and tensors as native/deps/llama.cpp/tools/mtmd/clip.cpp loads them (load_hparams, load_tensors,
- * models/llava.cpp). An image becomes (imageSize / patchSize)² tokens.
+ * CLIP-style vision encoder and, into a text model's embedding width, either an LLaVA MLP projector ("mlp":
+ * two linear layers with GELU between, the projector type that needs the fewest tensors; an image becomes
+ * (imageSize / patchSize)² tokens, attending causally) or Gemma 3's ("gemma3": the patches average-pooled
+ * by `merge` per side, then normed and projected; its image tokens attend to each other both ways). Keys
+ * and tensors as native/deps/llama.cpp/tools/mtmd/clip.cpp loads them (load_hparams, load_tensors,
+ * models/llava.cpp, models/siglip.cpp).
  */
 import { GgmlType, writeGguf, type GgufMetadata, type GgufTensorSource, type GgufValue } from './gguf.js';
 import { randomTensorData, type PlannedTensor } from './random-model.js';
 import { mulberry32 } from '../prng.js';
 
 export interface ProjectorShape {
+  type: 'mlp' | 'gemma3';
+  /** gemma3: patches per side merged into one token's side. */
+  merge?: number;
   /** Side of the square the image is resized to, in pixels. */
   imageSize: number;
   /** Side of a patch, in pixels: each patch is one image token. */
@@ -22,7 +27,9 @@ export interface ProjectorShape {
 }
 
 /** 32 x 32 pixels in 4 x 4 patches: 64 image tokens. */
-export const TINY_PROJECTOR: ProjectorShape = { imageSize: 32, patchSize: 4, embd: 32, layers: 2, heads: 2, ffn: 64 };
+export const TINY_PROJECTOR: ProjectorShape = { type: 'mlp', imageSize: 32, patchSize: 4, embd: 32, layers: 2, heads: 2, ffn: 64 };
+/** The same patches, 2 x 2 of them to a token: 16 image tokens, attending both ways. */
+export const TINY_GEMMA3_PROJECTOR: ProjectorShape = { ...TINY_PROJECTOR, type: 'gemma3', merge: 2 };
 
 export interface RandomProjectorOptions {
   outPath: string;
@@ -33,7 +40,7 @@ export interface RandomProjectorOptions {
   weightStd?: number;
 }
 
-/** The tensors the llava graph reads (no class embedding: every position is a patch, as in LLaVA's projector input). */
+/** The tensors the llava or siglip graph reads (no class embedding: every position is a patch). */
 export function projectorTensors(shape: ProjectorShape, textEmbd: number): PlannedTensor[] {
   const { embd, ffn, patchSize } = shape;
   const patches = (shape.imageSize / patchSize) ** 2;
@@ -51,6 +58,11 @@ export function projectorTensors(shape: ProjectorShape, textEmbd: number): Plann
     tensors.push(t(`${b}.ffn_up.weight`, [embd, ffn], 'random', GgmlType.F16), t(`${b}.ffn_up.bias`, [ffn]));
     tensors.push(t(`${b}.ffn_down.weight`, [ffn, embd], 'random', GgmlType.F16), t(`${b}.ffn_down.bias`, [embd]));
   }
+  if (shape.type === 'gemma3') {
+    tensors.push(t('v.post_ln.weight', [embd], 'ones'), t('v.post_ln.bias', [embd]));
+    tensors.push(t('mm.input_projection.weight', [textEmbd, embd], 'random', GgmlType.F16), t('mm.soft_emb_norm.weight', [embd], 'ones'));
+    return tensors;
+  }
   tensors.push(t('mm.0.weight', [embd, textEmbd], 'random', GgmlType.F16), t('mm.0.bias', [textEmbd]));
   tensors.push(t('mm.2.weight', [textEmbd, textEmbd], 'random', GgmlType.F16), t('mm.2.bias', [textEmbd]));
   return tensors;
@@ -59,9 +71,9 @@ export function projectorTensors(shape: ProjectorShape, textEmbd: number): Plann
 function projectorMetadata(shape: ProjectorShape, textEmbd: number): GgufMetadata {
   const u32 = (value: number): GgufValue => ({ type: 'uint32', value });
   const f32s = (value: number[]): GgufValue => ({ type: 'array', itemType: 'float32', value });
-  return new Map<string, GgufValue>([
+  const metadata = new Map<string, GgufValue>([
     ['general.architecture', { type: 'string', value: 'clip' }],
-    ['general.name', { type: 'string', value: `random-mmproj-${shape.layers}x${shape.embd}` }],
+    ['general.name', { type: 'string', value: `random-mmproj-${shape.type}-${shape.layers}x${shape.embd}` }],
     ['general.file_type', u32(1)],
     ['clip.has_vision_encoder', { type: 'bool', value: true }],
     ['clip.projector_type', { type: 'string', value: 'mlp' }],
@@ -77,6 +89,11 @@ function projectorMetadata(shape: ProjectorShape, textEmbd: number): GgufMetadat
     ['clip.vision.image_mean', f32s([0.5, 0.5, 0.5])],
     ['clip.vision.image_std', f32s([0.5, 0.5, 0.5])],
   ]);
+  if (shape.type === 'gemma3') {
+    metadata.set('clip.projector_type', { type: 'string', value: 'gemma3' });
+    metadata.set('clip.vision.projector.scale_factor', u32(shape.merge ?? 4));
+  }
+  return metadata;
 }
 
 /** Writes a random-weight LLaVA-style projector for a text model `textEmbd` wide. */
