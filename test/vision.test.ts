@@ -6,6 +6,9 @@ import { statSync } from 'node:fs';
 import { loadAddon } from '../src/native.js';
 import { loadConfig } from '../src/config.js';
 import { preflight } from '../src/model/preflight.js';
+import { VisionRenderer } from '../src/chat/vision-renderer.js';
+import { toChatRequest } from '../src/api/convert.js';
+import type { CountTokensRequest } from '../src/api/schemas.js';
 import { startTestServer, TEST_KEY, type TestServer } from './helpers/server.js';
 import { tinyVisionModel } from './helpers/vision.js';
 import { postMessage, readJson, send, sseEvents } from './helpers/http.js';
@@ -158,6 +161,13 @@ t.test('a Gemma 3-style projector: its image tokens attend both ways, so each im
   t.same(vision.info(), { embeddingSize: 64, nonCausal: true });
   const parts = vision.tokenize(pngImage(64, 64, 7), '7'.repeat(64));
   t.match(parts, [{ text: Int32Array }, { chunk: '7'.repeat(64), tokens: 16 }, { text: Int32Array }], "<start_of_image>, 16 image tokens, <end_of_image>");
+  // An image larger than a step holds is refused when the request is prepared.
+  const vocab = new (loadAddon().Model)(gemma.model, { vocabOnly: true });
+  t.teardown(() => vocab.free());
+  const renderer = new VisionRenderer(vocab, vision, 8);
+  const marked = renderer.imageHandler(1 << 20);
+  t.throws(() => renderer.prepareWithImages(toChatRequest(ask(pngImage(48, 48, 1)) as CountTokensRequest, marked.handler), marked.images),
+    { status: 400, message: /^messages\.0\.content\.1: the image is 16 tokens, and this model computes an image in one step, which holds 8 \(engine\.step_token_budget, engine\.ubatch_size\)$/ });
   // A step budget smaller than the prompt: chunks of text around whole images.
   const server = await startTestServer(gemma.model, { slots: 2, step_token_budget: 24, batch_size: 64, ubatch_size: 64 }, 5, { mmproj: gemma.mmproj });
   t.teardown(() => server.close());

@@ -17,6 +17,7 @@ import { heldTokens, type Sequence } from '../src/engine/sequence.js';
 import { SequenceOutput } from '../src/engine/sequence-output.js';
 import { StepRunner } from '../src/engine/step-runner.js';
 import { SlotPersistence } from '../src/engine/slot-persistence.js';
+import { wholeImageLimit } from '../src/engine/settings.js';
 import type { EngineThreadData, EngineThreadLog, EngineThreadMessage } from '../src/engine/thread-protocol.js';
 import { engineInspector } from '../src/engine/inspection.js';
 
@@ -233,10 +234,7 @@ function submit(command: Extract<EngineCommand, { type: 'submit' }>): void {
   const images = command.params.images ?? [];
   const breaks = images.flatMap((image) => [image.start, image.start + image.count]);
   const whole = visionInfo?.nonCausal ? new Set(images.map((image) => image.start)) : undefined;
-  if (whole && images.some((image) => image.count > Math.min(settings.stepTokenBudget - settings.slots, settings.ubatchSize))) {
-    log(`request ${seq.id}: an image of ${Math.max(...images.map((i) => i.count))} tokens, which this model computes in one step, is over engine.ubatch_size or engine.step_token_budget less one token per slot`, 'error');
-    return finish(seq, 'error');
-  }
+  if (whole && images.some((image) => image.count > wholeImageLimit(settings))) return finish(seq, 'error'); // refused when prepared
   if (!scheduler.submit({ id: seq.id, promptLength: seq.prompt.length, breaks, whole })) return finish(seq, 'overloaded');
   sequences.set(seq.id, seq);
 }

@@ -13,7 +13,7 @@ const { modelPath, templateFile, images, vision } = workerData as PrepareWorkerD
 
 const prepareRequest: (task: PrepareTask) => PreparedChat = vision
   ? (() => {
-      const renderer = VisionRenderer.loadWithProjector(modelPath, vision.mmproj, vision, templateFile);
+      const renderer = VisionRenderer.loadWithProjector(modelPath, vision, templateFile);
       return (task) => {
         const marked = renderer.imageHandler(images.maxBytes);
         return renderer.prepareWithImages(toChatRequest(task.request, marked.handler), marked.images, task.maxTokens);

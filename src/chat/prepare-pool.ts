@@ -7,6 +7,7 @@ import type { ApiErrorType } from '../api/errors.js';
 import { ApiError } from '../api/errors.js';
 import type { PreparedChat } from './renderer.js';
 import type { EngineSettings } from '../engine/types.js';
+import { wholeImageLimit } from '../engine/settings.js';
 import { DEFAULT_IMAGE_OPTIONS, type ImageOptions } from '../api/images.js';
 import { fetchImageUrls } from '../api/image-urls.js';
 
@@ -14,11 +15,14 @@ export interface VisionSettings {
   mmproj: string;
   gpu: boolean;
   threads: number;
+  /** The most tokens of an image the engine computes whole (src/engine/settings.ts). */
+  wholeImageTokens: number;
 }
 
 /** The projector of the engine's settings, run as the engine thread runs it (they share it). */
 export function visionSettingsOf(settings: EngineSettings): VisionSettings | undefined {
-  return settings.mmproj ? { mmproj: settings.mmproj, gpu: settings.gpuLayers !== 0, threads: settings.threads } : undefined;
+  if (!settings.mmproj) return undefined;
+  return { mmproj: settings.mmproj, gpu: settings.gpuLayers !== 0, threads: settings.threads, wholeImageTokens: wholeImageLimit(settings) };
 }
 
 export interface PrepareWorkerData {

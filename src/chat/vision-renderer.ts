@@ -11,6 +11,7 @@ import { decodeImage, type DecodedImage, type ImageHandler } from '../api/images
 import type { ImageBlockParam } from '../api/schemas.js';
 import type { PromptImage } from '../engine/types.js';
 import { ChatRenderer, type PreparedChat } from './renderer.js';
+import type { VisionSettings } from './prepare-pool.js';
 
 /** An image of the request, with where it was (for errors). */
 export interface PlacedImage extends DecodedImage {
@@ -41,16 +42,21 @@ export class VisionRenderer extends ChatRenderer {
   /** The BOS the prompt tokenizer puts at the start of text, if it does. */
   private readonly leadingBos: number | undefined;
 
-  constructor(private readonly textVocab: NativeModel, private readonly vision: NativeVision, templateFile?: string) {
+  /** The most tokens an image may have, when its tokens attend both ways (the engine computes it whole). */
+  private readonly wholeImageTokens: number;
+
+  constructor(private readonly textVocab: NativeModel, private readonly vision: NativeVision, wholeImageTokens: number, templateFile?: string) {
     super(textVocab, templateFile);
     const { addBos, bos } = textVocab.info();
     this.leadingBos = addBos ? bos : undefined;
+    this.wholeImageTokens = vision.info().nonCausal ? wholeImageTokens : Infinity;
   }
 
   /** Loads the vocabulary of a model file and opens its projector (shared with the engine thread). */
-  static loadWithProjector(modelPath: string, mmprojPath: string, options: { gpu: boolean; threads: number }, templateFile?: string): VisionRenderer {
+  static loadWithProjector(modelPath: string, settings: VisionSettings, templateFile?: string): VisionRenderer {
     const addon = loadAddon();
-    return new VisionRenderer(new addon.Model(modelPath, { vocabOnly: true }), new addon.Vision(mmprojPath, modelPath, options), templateFile);
+    const vision = new addon.Vision(settings.mmproj, modelPath, { gpu: settings.gpu, threads: settings.threads });
+    return new VisionRenderer(new addon.Model(modelPath, { vocabOnly: true }), vision, settings.wholeImageTokens, templateFile);
   }
 
   /** An image handler for one request: each image is checked, collected, and marked in its place. */
@@ -87,6 +93,9 @@ export class VisionRenderer extends ChatRenderer {
       for (const part of this.imageParts(image)) {
         if ('text' in part) parts.push(part.text);
         else {
+          if (part.tokens > this.wholeImageTokens) {
+            throw new ApiError(400, 'invalid_request_error', `${image.where}: the image is ${part.tokens} tokens, and this model computes an image in one step, which holds ${this.wholeImageTokens} (engine.step_token_budget, engine.ubatch_size)`);
+          }
           this.spans.push({ start: length, count: part.tokens, chunk: part.chunk });
           parts.push(new Int32Array(part.tokens).fill(placeholderToken(part.chunk)));
         }

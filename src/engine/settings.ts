@@ -4,6 +4,14 @@ import type { PensieveConfig } from '../config.js';
 import { physicalCores } from '../system.js';
 import type { EngineSettings } from './types.js';
 
+/**
+ * The most tokens an image computed whole (one whose tokens attend to each other both ways: Gemma 3's) may
+ * have: it must fit one step beside a decode token per slot, and one micro-batch.
+ */
+export function wholeImageLimit(settings: Pick<EngineSettings, 'stepTokenBudget' | 'slots' | 'ubatchSize'>): number {
+  return Math.min(settings.stepTokenBudget - settings.slots, settings.ubatchSize);
+}
+
 /** The engine's settings from a config whose memory plan is resolved (see src/model/memory-plan.ts). */
 export function engineSettings(config: PensieveConfig): EngineSettings {
   const e = config.engine;
