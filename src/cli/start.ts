@@ -93,7 +93,7 @@ export async function run(args: string[]): Promise<ExitCode | undefined> {
   const app = await buildServer({ config, state, pool, model: await modelInfoOf(settings.modelPath) });
   await app.listen({ host: config.server.host, port: config.server.port });
   app.log.info(
-    { model: settings.modelPath, slots: settings.slots, poolTokens: settings.poolTokens, maxContext: settings.maxContext, kvType: settings.kvType, threads: settings.threads },
+    { model: settings.modelPath, ...(settings.mmproj && { projector: settings.mmproj }), slots: settings.slots, poolTokens: settings.poolTokens, maxContext: settings.maxContext, kvType: settings.kvType, threads: settings.threads },
     'loading model',
   );
   try {
