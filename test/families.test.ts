@@ -9,7 +9,7 @@
 // of it.
 import t, { type Test } from 'tap';
 import { Ajv } from 'ajv';
-import { CATALOGUE, type ModelFamily } from '../src/model/catalogue.js';
+import { CATALOGUE } from '../src/model/catalogue.js';
 import { toChatRequest } from '../src/api/convert.js';
 import type { CountTokensRequest } from '../src/api/schemas.js';
 import { loadAddon } from '../src/native.js';
@@ -25,11 +25,10 @@ interface Message {
 }
 
 /**
- * Enums and booleans: a random-weight model held to the grammar must finish the input. Qwen3-Coder's XML
- * format holds typed values (booleans, numbers) to the schema but takes any text as a string parameter,
- * enum or not (llama.cpp's grammar for it), which random weights never end: its tool takes booleans.
+ * Enums and booleans: a random-weight model held to the grammar must finish the input. (Qwen3-Coder's XML
+ * format writes strings raw: the enum holds because the server holds such parameters to their values.)
  */
-const weatherTool = {
+const tool = {
   name: 'get_weather',
   description: 'Get the weather for a city',
   input_schema: {
@@ -39,17 +38,6 @@ const weatherTool = {
     additionalProperties: false,
   },
 };
-const forecastTool = {
-  name: 'get_forecast',
-  description: 'Get the forecast',
-  input_schema: {
-    type: 'object',
-    properties: { metric: { type: 'boolean' }, detailed: { type: 'boolean' } },
-    required: ['metric', 'detailed'],
-    additionalProperties: false,
-  },
-};
-const toolFor = (family: ModelFamily) => (family === 'qwen3-coder' ? forecastTool : weatherTool);
 
 const question = [{ role: 'user', content: 'What is the weather in Paris?' }];
 const thinkingOn = { type: 'enabled', budget_tokens: 1024 };
@@ -76,7 +64,6 @@ for (const family of families) {
     const path = await familyModelPath(family);
     const server = await startTestServer(path, { slots: 2, pool_tokens: 16384, max_context: 8192, kv_type: 'f16' });
     t.teardown(() => server.close());
-    const tool = toolFor(family);
     const validate = new Ajv().compile(tool.input_schema);
     const thinking = f.reasons ? { thinking: thinkingOn } : {};
 
@@ -139,7 +126,7 @@ for (const family of families) {
     }
 
     t.test('a tool result, and the thinking before the call, go into the next prompt', async (t) => {
-      const input = family === 'qwen3-coder' ? { metric: true, detailed: true } : { unit: 'celsius', detailed: true };
+      const input = { unit: 'celsius', detailed: true };
       const RESULT = 'Sunny with a light breeze from the north-west, twenty-one degrees';
       const REASONING = 'The user asks about Paris, so I call the weather tool for it';
       const conversation = (result: string): CountTokensRequest =>

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { loadAddon, type ChatRenderRequest, type NativeChatTemplates, type NativeModel, type RenderedChat } from '../native.js';
 import { projectRoot } from '../paths.js';
 import { ApiError, promptTooLong } from '../api/errors.js';
+import { holdXmlStringEnums } from './xml-string-enums.js';
 import type { PromptImage } from '../engine/types.js';
 
 export interface PreparedChat {
@@ -74,7 +75,9 @@ export class ChatRenderer {
    */
   prepare(request: ChatRenderRequest, maxTokens?: number): PreparedChat {
     try {
-      return this.build(request, maxTokens);
+      const prepared = this.build(request, maxTokens);
+      const grammar = holdXmlStringEnums(prepared.chat.grammar, request.tools);
+      return grammar === prepared.chat.grammar ? prepared : { ...prepared, chat: { ...prepared.chat, grammar } };
     } catch (err) {
       if (err instanceof ApiError) throw err;
       const problems = this.toolProblems(request);
