@@ -13,6 +13,7 @@ import { writeGguf } from '../src/model/gguf.js';
 import { CATALOGUE } from '../src/model/catalogue.js';
 import { startFakeHub, type FakeHub } from './helpers/fake-hub.js';
 import { tinyModelPath } from './helpers/models.js';
+import { tinyVisionModel } from './helpers/vision.js';
 
 const CLI = path.join(projectRoot, 'src', 'cli.ts');
 const TSX = import.meta.resolve('tsx');
@@ -167,6 +168,22 @@ t.test('validate: a good model, garbage, a model too big for memory, a model not
   const missing = await pensieve(home, ['validate']);
   t.equal(missing.code, 1);
   t.match(missing.stderr, /qwen3-4b is not downloaded yet; `pensieve pull qwen3-4b`/);
+});
+
+t.test('validate: a vision model\'s projector is checked and counted; a file that is not one is refused', async (t) => {
+  const home = t.testdir({});
+  const vision = await tinyVisionModel();
+  const seeing = await pensieve(home, ['validate', '--model', vision.model], { PENSIEVE_MODEL_MMPROJ: vision.mmproj });
+  t.equal(seeing.code, 0, seeing.stderr);
+  t.match(seeing.stdout, /\nprojector: .*\.gguf\n {2}mlp projector, .*: the model sees images\n/);
+
+  const notProjector = await pensieve(home, ['validate', '--model', vision.model], { PENSIEVE_MODEL_MMPROJ: vision.model });
+  t.equal(notProjector.code, 1);
+  t.match(notProjector.stderr, /is not a multimodal projector \(its architecture is qwen2, not clip\)/);
+
+  const gone = await pensieve(home, ['validate', '--model', vision.model], { PENSIEVE_MODEL_MMPROJ: path.join(home, 'none.gguf') });
+  t.equal(gone.code, 1);
+  t.match(gone.stderr, /projector file not found: .*none\.gguf/);
 });
 
 t.test('pull, models, validate and rm on a models folder, against a fake hub', async (t) => {

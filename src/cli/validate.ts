@@ -1,8 +1,10 @@
 // `pensieve validate`: checks the config and the model file the way `start` would, without loading.
 import { parseArgs } from 'node:util';
 import { renderPlan, type MemoryPlan } from '../model/memory-plan.js';
-import { inspectModel, planFor, PreflightError } from '../model/preflight.js';
+import { inspectModel, inspectProjector, planFor, PreflightError } from '../model/preflight.js';
+import { findLocalProjector } from '../model/store.js';
 import { CliError, ExitCode } from './errors.js';
+import { formatBytes } from './format.js';
 import { localModelPath } from './model-ref.js';
 import { help, loadWithFlags, SERVER_FLAGS_HELP, SERVER_OPTIONS } from './shared.js';
 
@@ -10,7 +12,8 @@ const USAGE = `Usage: pensieve validate [options]
 
 Checks what \`pensieve start\` with the same options would use, without starting: the config (every
 layer, every key), then the model file: GGUF magic and version, an architecture this llama.cpp
-supports, and the memory plan: the KV type and the pool of KV cells that fit beside the weights in
+supports; the multimodal projector, when there is one (model.mmproj, or one pulled beside the
+model); and the memory plan: the KV type and the pool of KV cells that fit beside the weights in
 this machine's memory (RAM, or the GPU's free memory when the layers go to a GPU), the longest
 context one session gets and how many 32k-token sessions fit at once. Downloads nothing.
 
@@ -36,9 +39,20 @@ export async function run(args: string[]): Promise<ExitCode> {
   const { maxContext } = config.engine;
   if (facts.trainedContext !== undefined && facts.trainedContext < maxContext)
     out(`  note: trained for ${facts.trainedContext} tokens of context, engine.max_context is ${maxContext}`);
+  // The projector start would use: model.mmproj, or one pulled beside the model.
+  const projector = config.model.mmproj || (await findLocalProjector(config.model.folder, path));
+  let projectorBytes = 0;
+  if (projector) {
+    const projectorFacts = await inspectProjector(projector).catch((err: unknown) => {
+      throw toCliError(err);
+    });
+    projectorBytes = projectorFacts.fileBytes;
+    out(`projector: ${projector}`);
+    out(`  ${projectorFacts.projectorType} projector, ${formatBytes(projectorBytes)}: the model sees images`);
+  }
   let plan: MemoryPlan;
   try {
-    plan = planFor(facts, config);
+    plan = planFor({ ...facts, fileBytes: facts.fileBytes + projectorBytes }, config);
   } catch (err) {
     throw toCliError(err);
   }

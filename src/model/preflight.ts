@@ -218,9 +218,29 @@ export function planFor(facts: ModelFacts, config: PreflightConfig, machine: Mac
  */
 export async function preflight(path: string, config: PreflightConfig, machine?: Machine, projector?: string): Promise<{ facts: ModelFacts; plan: MemoryPlan }> {
   const model = await inspectModel(path);
-  const projectorBytes = projector === undefined ? 0 : (await stat(projector).catch(() => {
-    throw new PreflightError(`projector file not found: ${projector} (model.mmproj)`);
-  })).size;
+  const projectorBytes = projector === undefined ? 0 : (await inspectProjector(projector)).fileBytes;
   const facts = { ...model, fileBytes: model.fileBytes + projectorBytes };
   return { facts, plan: planFor(facts, config, machine) };
+}
+
+export interface ProjectorFacts {
+  fileBytes: number;
+  /** clip.projector_type: the projector's kind (mlp, gemma3, ...), which mtmd checks when it loads it. */
+  projectorType: string;
+}
+
+/** Checks that a projector file is there and is a multimodal projector (a GGUF of mtmd's clip architecture). */
+export async function inspectProjector(path: string): Promise<ProjectorFacts> {
+  const { size: fileBytes } = await stat(path).catch(() => {
+    throw new PreflightError(`projector file not found: ${path} (model.mmproj)`);
+  });
+  const header = await readGgufHeader(path).catch((err: Error) => {
+    throw new PreflightError(`${path}: damaged GGUF file: ${err.message} (model.mmproj)`);
+  });
+  const architecture = header.metadata.get('general.architecture')?.value;
+  if (architecture !== 'clip') {
+    throw new PreflightError(`${path} is not a multimodal projector (its architecture is ${String(architecture)}, not clip): model.mmproj takes an mmproj GGUF`);
+  }
+  const type = header.metadata.get('clip.projector_type')?.value;
+  return { fileBytes, projectorType: typeof type === 'string' ? type : 'unknown' };
 }
