@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { claudeEnvironment } from './claude-env.js';
 import { CliError } from './errors.js';
 import { readHealth } from './health.js';
-import { help, loadWithFlags, SERVER_FLAGS_HELP, serverUrl } from './shared.js';
+import { help, loadWithFlags, SERVER_FLAGS_HELP, SERVER_OPTIONS, serverUrl } from './shared.js';
 
 const USAGE = `Usage: pensieve claude [options] [claude arguments...]
 
@@ -28,13 +28,7 @@ ${SERVER_FLAGS_HELP}
 Exit codes: claude's own; 1 the server could not be started or claude is not installed, 2 bad usage or config.
 `;
 
-const OPTIONS = {
-  config: { type: 'string' },
-  host: { type: 'string' },
-  port: { type: 'string' },
-  model: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
+const OPTIONS = { ...SERVER_OPTIONS, model: { type: 'string' } } as const;
 
 /** Pensieve's own options come first; the first argument that is not one (or `--`) starts claude's. */
 function splitArgs(args: string[]): { own: string[]; rest: string[] } {

@@ -16,7 +16,7 @@ import { startDaemon } from './daemon.js';
 import { CliError, ExitCode } from './errors.js';
 import { localModelPath } from './model-ref.js';
 import { findLocalProjector } from '../model/store.js';
-import { help, loadWithFlags } from './shared.js';
+import { help, loadWithFlags, SERVER_OPTIONS } from './shared.js';
 
 const USAGE = `Usage: pensieve start [options]
 
@@ -40,14 +40,7 @@ Exit codes: 0 ok (the server stopped cleanly, or --daemon: it is ready), 1 the m
 downloaded, does not fit in memory, or failed to load, 2 bad usage or config.
 `;
 
-const OPTIONS = {
-  model: { type: 'string' },
-  port: { type: 'string' },
-  host: { type: 'string' },
-  config: { type: 'string' },
-  daemon: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
+const OPTIONS = { ...SERVER_OPTIONS, model: { type: 'string' }, daemon: { type: 'boolean' } } as const;
 
 /** The model as the API names it: the file name without .gguf. */
 async function modelInfoOf(modelPath: string): Promise<ModelInfo> {
