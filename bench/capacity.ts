@@ -30,6 +30,7 @@ import {
   type PlanEngine,
 } from '../src/model/memory-plan.js';
 import { inspectModel, type ModelFacts } from '../src/model/preflight.js';
+import { shapeMetadata, type PublishedShape } from '../src/model/catalogue.js';
 
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -37,21 +38,11 @@ const SLOTS = 4;
 /** The old default engine.context_per_slot: the old preflight only lowered it to fit. */
 const OLD_CONTEXT_PER_SLOT = 32768;
 
-interface Shape {
+interface Shape extends PublishedShape {
   name: string;
-  arch: string;
   /** The published Q4_K_M file (decimal bytes, as the Hugging Face listing gives them). */
   file: string;
   fileBytes: number;
-  layers: number;
-  embd: number;
-  heads: number;
-  kvHeads: number;
-  /** Head size, when it is not embd / heads. */
-  headDim?: number;
-  context: number;
-  /** <arch>.attention.sliding_window, when the config has one. */
-  slidingWindow?: number;
   experts?: [count: number, used: number];
 }
 
@@ -117,12 +108,8 @@ async function writeHeader(dir: string, s: Shape): Promise<string> {
     ['general.name', { type: 'string', value: s.name }],
     [`${a}.block_count`, u32(s.layers)],
     [`${a}.context_length`, u32(s.context)],
-    [`${a}.embedding_length`, u32(s.embd)],
-    [`${a}.attention.head_count`, u32(s.heads)],
-    [`${a}.attention.head_count_kv`, u32(s.kvHeads)],
+    ...shapeMetadata(s),
   ];
-  if (s.headDim !== undefined) entries.push([`${a}.attention.key_length`, u32(s.headDim)], [`${a}.attention.value_length`, u32(s.headDim)]);
-  if (s.slidingWindow !== undefined) entries.push([`${a}.attention.sliding_window`, u32(s.slidingWindow)]);
   if (s.experts) entries.push([`${a}.expert_count`, u32(s.experts[0])], [`${a}.expert_used_count`, u32(s.experts[1])]);
   const path = join(dir, `${s.name.replace(/[^\w.-]+/g, '_')}.gguf`);
   await writeGguf(path, { metadata: new Map(entries), tensors: [] });

@@ -143,7 +143,7 @@ export const LEGACY_ALIASES: Readonly<Record<string, { ref: string; note: string
 export const catalogueEntry = (alias: string): CatalogueEntry | undefined => CATALOGUE.find((e) => e.alias === alias);
 
 /** The GGUF header entries the preflight reads for the KV shape, from a published shape. */
-function shapeMetadata(s: PublishedShape): GgufMetadata {
+export function shapeMetadata(s: PublishedShape): GgufMetadata {
   const u32 = (value: number): GgufValue => ({ type: 'uint32', value });
   const a = s.arch;
   const entries: [string, GgufValue][] = [
