@@ -106,17 +106,16 @@ export class ChatRenderer {
           outputPrefix: auto.toolCallStart,
         };
       }
-      const { prompt, ...chat } = this.templates.render(JSON.stringify(request));
-      // With thinking asked for, a template that reasons (harmony) is left to reason before its call, as trained.
-      const reasonsFirst = request.enableThinking === true && chat.supportsThinking;
-      const opening = reasonsFirst || chat.grammarLazy || chat.grammar === '' ? '' : this.renderedCallOpening(request, prompt);
-      if (opening !== '') {
-        const grammarPrefill = new Int32Array([...chat.grammarPrefill, ...this.vocab.tokenize(opening, false, true)]);
-        return { tokens: this.tokenize(prompt + opening, maxTokens), chat: { ...chat, grammarPrefill }, outputPrefix: opening };
-      }
-      return { tokens: this.tokenize(prompt, maxTokens), chat, outputPrefix: '' };
     }
     const { prompt, ...chat } = this.templates.render(JSON.stringify(request));
+    // With thinking asked for, a template that reasons (harmony) is left to reason before its call, as trained.
+    const reasonsFirst = request.enableThinking === true && chat.supportsThinking;
+    const forcedByGrammar = request.toolChoice === 'required' && !chat.grammarLazy && chat.grammar !== '';
+    const opening = forcedByGrammar && !reasonsFirst ? this.renderedCallOpening(request, prompt) : '';
+    if (opening !== '') {
+      const grammarPrefill = new Int32Array([...chat.grammarPrefill, ...this.vocab.tokenize(opening, false, true)]);
+      return { tokens: this.tokenize(prompt + opening, maxTokens), chat: { ...chat, grammarPrefill }, outputPrefix: opening };
+    }
     return { tokens: this.tokenize(prompt, maxTokens), chat, outputPrefix: '' };
   }
 
