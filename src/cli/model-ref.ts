@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { PensieveConfig } from '../config.js';
 import { DEFAULT_MODEL, hubOptions, hubRefName, MODEL_ALIASES, parseHubRef, type HubRef } from '../model/hub.js';
 import { pullModel, type PullResult } from '../model/pull.js';
-import { findLocalModel } from '../model/store.js';
+import { findLocalModel, findLocalProjector } from '../model/store.js';
 import { CliError, UsageError } from './errors.js';
 import { progress } from './progress.js';
 
@@ -69,4 +69,9 @@ export async function localModelPath(config: PensieveConfig, pull: boolean): Pro
       : `pensieve: no model configured: downloading the default model, ${DEFAULT_MODEL} (${hubRefName(choice.ref)}), into ${folder}\n`,
   );
   return (await pullWithProgress(choice.ref, folder)).path;
+}
+
+/** The projector a model is served with: model.mmproj, else one pulled beside the model (a vision model's); '' for none. */
+export async function projectorPath(config: PensieveConfig, modelPath: string): Promise<string> {
+  return config.model.mmproj || (await findLocalProjector(config.model.folder, modelPath)) || '';
 }

@@ -14,8 +14,7 @@ import { renderPlan } from '../model/memory-plan.js';
 import { preflight, PreflightError } from '../model/preflight.js';
 import { startDaemon } from './daemon.js';
 import { CliError, ExitCode } from './errors.js';
-import { localModelPath } from './model-ref.js';
-import { findLocalProjector } from '../model/store.js';
+import { localModelPath, projectorPath } from './model-ref.js';
 import { help, loadWithFlags, SERVER_OPTIONS } from './shared.js';
 
 const USAGE = `Usage: pensieve start [options]
@@ -56,8 +55,7 @@ async function modelInfoOf(modelPath: string): Promise<ModelInfo> {
  */
 async function prepareModel({ config }: LoadedConfig): Promise<PensieveConfig> {
   const modelPath = await localModelPath(config, true);
-  // A vision model pulled from the hub has its projector beside it.
-  const mmproj = config.model.mmproj || (await findLocalProjector(config.model.folder, modelPath)) || '';
+  const mmproj = await projectorPath(config, modelPath);
   try {
     const { plan } = await preflight(modelPath, config, undefined, mmproj || undefined);
     process.stderr.write(`pensieve: ${renderPlan(plan)}\n`);

@@ -2,10 +2,9 @@
 import { parseArgs } from 'node:util';
 import { renderPlan, type MemoryPlan } from '../model/memory-plan.js';
 import { inspectModel, inspectProjector, planFor, PreflightError } from '../model/preflight.js';
-import { findLocalProjector } from '../model/store.js';
 import { CliError, ExitCode } from './errors.js';
 import { formatBytes } from './format.js';
-import { localModelPath } from './model-ref.js';
+import { localModelPath, projectorPath } from './model-ref.js';
 import { help, loadWithFlags, SERVER_FLAGS_HELP, SERVER_OPTIONS } from './shared.js';
 
 const USAGE = `Usage: pensieve validate [options]
@@ -39,8 +38,7 @@ export async function run(args: string[]): Promise<ExitCode> {
   const { maxContext } = config.engine;
   if (facts.trainedContext !== undefined && facts.trainedContext < maxContext)
     out(`  note: trained for ${facts.trainedContext} tokens of context, engine.max_context is ${maxContext}`);
-  // The projector start would use: model.mmproj, or one pulled beside the model.
-  const projector = config.model.mmproj || (await findLocalProjector(config.model.folder, path));
+  const projector = await projectorPath(config, path);
   let projectorBytes = 0;
   if (projector) {
     const projectorFacts = await inspectProjector(projector).catch((err: unknown) => {
